@@ -1,0 +1,49 @@
+# Evaluation: each retrained model's measured loss on every target, and the LDS of every method.
+
+
+rule lds_outputs:
+    input:
+        model=out("models/lds/{m}/seed{seed}"),
+        val=split_images("val"),
+        gen=split_images("gen"),
+    output:
+        out("outputs/lds/{m}/seed{seed}.npz"),
+    params:
+        lds=config["lds"],
+        device=config["device"],
+    threads: config["threads"]
+    log:
+        log_path("lds_outputs", "{m}-seed{seed}"),
+    benchmark:
+        bench_path("lds_outputs", "{m}-seed{seed}")
+    resources:
+        gpu=GPU_RULE_GPUS,
+        mem_mb=config["resources"]["gpu_mem_mb"],
+        runtime=config["resources"]["runtime"],
+    script:
+        "../scripts/lds_outputs.py"
+
+
+rule lds:
+    input:
+        scores=score_paths(),
+        subsets=out("subsets/lds.npz"),
+        outputs=lds_output_paths(),
+        train=out("data/train.zarr"),
+    output:
+        summary=out("metrics/lds.csv"),
+        per_target=out("metrics/lds_per_target.csv"),
+    params:
+        methods=list(config["methods"]),
+        splits=TARGET_SPLITS,
+        train_seeds=config["lds"]["train_seeds"],
+        evaluate=config["evaluate"],
+    log:
+        log_path("lds"),
+    benchmark:
+        bench_path("lds")
+    resources:
+        mem_mb=config["resources"]["cpu_mem_mb"],
+        runtime=config["resources"]["runtime"],
+    script:
+        "../scripts/lds.py"

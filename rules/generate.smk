@@ -1,0 +1,22 @@
+# Generation: the generated-target set, sampled with DDIM from the full model, one seed per image.
+
+
+rule generate:
+    input:
+        model=out(f"models/full/seed{FULL_SEED}"),
+    output:
+        out("samples/full.zarr"),
+    params:
+        generate=config["generate"],
+        device=config["device"],
+    threads: config["threads"]
+    log:
+        log_path("generate"),
+    benchmark:
+        bench_path("generate")
+    resources:
+        gpu=GPU_RULE_GPUS,
+        mem_mb=config["resources"]["gpu_mem_mb"],
+        runtime=config["resources"]["runtime"],
+    script:
+        "../scripts/generate.py"

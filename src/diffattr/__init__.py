@@ -1,0 +1,1 @@
+"""diffattr: attribute what a diffusion model does to its training data."""

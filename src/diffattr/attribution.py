@@ -1,0 +1,92 @@
+"""Attribution scores (targets x train): TRAK / D-TRAK from projected gradient shards, and pixel similarity."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from diffattr.errors import InputError
+from diffattr.store import read_arrays
+
+
+def read_features(paths: Sequence[str | Path]) -> np.ndarray:
+    """Concatenate the `features` arrays of gradient shards (for target sets, which are small)."""
+    return np.concatenate([read_arrays(p, ["features"])["features"] for p in paths]).astype(np.float64)
+
+
+class TrakScorer:
+    """tau = Phi_test (Phi^T Phi + lam I)^-1 Phi^T, computed shard by shard.
+
+    `dual` factors the N x N kernel Phi Phi^T (cheap when N < k); `primal` factors the k x k matrix
+    Phi^T Phi. Both give the same scores (push-through identity). The damping is relative:
+    lam = lambda_rel * mean diagonal of the kernel, so one grid suits any scale of gradients.
+    Only one train shard is in memory at a time (two while assembling the dual kernel).
+    """
+
+    def __init__(self, train_shards: Sequence[str | Path], form: str = "auto") -> None:
+        self.shards = [Path(p) for p in train_shards]
+        if not self.shards:
+            raise InputError("no train gradient shards given")
+        self.sizes = [self._load(i).shape[0] for i in range(len(self.shards))]
+        self.n = sum(self.sizes)
+        self.k = self._load(0).shape[1]
+        self.form = ("dual" if self.n < self.k else "primal") if form == "auto" else form
+        if self.form not in ("dual", "primal"):
+            raise InputError(f"config key 'attribute.form': unknown form {form!r}")
+        matrix = self._dual_kernel() if self.form == "dual" else self._primal_kernel()
+        self.trace = float(np.trace(matrix))
+        self.eigvals, self.eigvecs = np.linalg.eigh(matrix)
+        self.eigvals = np.clip(self.eigvals, 0.0, None)
+
+    def _load(self, i: int) -> np.ndarray:
+        return read_arrays(self.shards[i], ["features"])["features"].astype(np.float64)
+
+    def _offsets(self) -> np.ndarray:
+        return np.concatenate([[0], np.cumsum(self.sizes)])
+
+    def _dual_kernel(self) -> np.ndarray:
+        off = self._offsets()
+        kernel = np.zeros((self.n, self.n))
+        for i in range(len(self.shards)):
+            a = self._load(i)
+            for j in range(i, len(self.shards)):
+                b = a if j == i else self._load(j)
+                block = a @ b.T
+                kernel[off[i]:off[i + 1], off[j]:off[j + 1]] = block
+                kernel[off[j]:off[j + 1], off[i]:off[i + 1]] = block.T
+        return kernel
+
+    def _primal_kernel(self) -> np.ndarray:
+        gram = np.zeros((self.k, self.k))
+        for i in range(len(self.shards)):
+            a = self._load(i)
+            gram += a.T @ a
+        return gram
+
+    def damping(self, lambda_rel: float) -> float:
+        """Absolute damping: lambda_rel times the mean squared norm of a train feature."""
+        return lambda_rel * self.trace / self.n
+
+    def scores(self, targets: np.ndarray, lambda_rel: float) -> np.ndarray:
+        """Score matrix (T, N) for target features (T, k)."""
+        inv = 1.0 / (self.eigvals + self.damping(lambda_rel))
+        targets = np.asarray(targets, np.float64)
+        off = self._offsets()
+        if self.form == "dual":
+            cross = np.zeros((len(targets), self.n))
+            for i in range(len(self.shards)):
+                cross[:, off[i]:off[i + 1]] = targets @ self._load(i).T
+            return ((cross @ self.eigvecs) * inv) @ self.eigvecs.T
+        weighted = ((targets @ self.eigvecs) * inv) @ self.eigvecs.T
+        return np.concatenate([weighted @ self._load(i).T for i in range(len(self.shards))], axis=1)
+
+
+def pixel_similarity(targets: np.ndarray, train: np.ndarray) -> np.ndarray:
+    """Cosine similarity of raw pixels in [-1, 1]: the similarity baseline of D-TRAK's tables."""
+    def unit(x: np.ndarray) -> np.ndarray:
+        flat = x.reshape(len(x), -1).astype(np.float64) / 127.5 - 1.0
+        return flat / np.maximum(np.linalg.norm(flat, axis=1, keepdims=True), 1e-12)
+
+    return unit(targets) @ unit(train).T

@@ -1,0 +1,88 @@
+"""Featurize: per-sample gradients of an output function, averaged over K timesteps, randomly projected."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from diffattr.models import PixelDiffusion
+from diffattr.outputs import evenly_spaced_timesteps, fixed_noise, output_function
+from diffattr.projection import RandomProjector
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class FeaturizerSpec:
+    """One featurizer of the config: which output, how many timesteps, which projection."""
+
+    output: str
+    timesteps: int
+    dim: int
+    projection: str
+    seed: int
+
+    @classmethod
+    def from_config(cls, cfg: dict) -> FeaturizerSpec:
+        return cls(cfg["output"], cfg["timesteps"], cfg["dim"], cfg["projection"], cfg["seed"])
+
+
+def num_parameters(model: PixelDiffusion) -> int:
+    return sum(p.numel() for p in model.trainable_parameters())
+
+
+def make_projector(model: PixelDiffusion, spec: FeaturizerSpec) -> RandomProjector:
+    return RandomProjector(num_parameters(model), spec.dim, spec.projection, spec.seed)
+
+
+class TimestepAveragedGradient:
+    """g_i = grad_theta (1/K) sum_k f(eps_theta(x_t_k), noise_k, t_k) for one sample x_i.
+
+    All K timesteps of a sample go through the network as one batch, with the noise of each
+    timestep fixed (seed = noise_seed * 1000 + t) and shared by every sample, train or target.
+    """
+
+    def __init__(self, model: PixelDiffusion, spec: FeaturizerSpec, noise_seed: int = 0,
+                 timestep_batch: int = 256) -> None:
+        self.model, self.spec, self.timestep_batch = model, spec, timestep_batch
+        self.fn = output_function(spec.output)
+        self.params = model.trainable_parameters()
+        num_train = model.scheduler.config.num_train_timesteps
+        self.timesteps = torch.from_numpy(evenly_spaced_timesteps(spec.timesteps, num_train))
+        shape = (model.unet.config.in_channels, model.unet.config.sample_size, model.unet.config.sample_size)
+        self.noise = torch.stack([fixed_noise(noise_seed, t, shape) for t in self.timesteps.tolist()])
+        self.alphas_cumprod = model.scheduler.alphas_cumprod
+
+    def __call__(self, image: torch.Tensor) -> torch.Tensor:
+        """The flat gradient (P,) for one image (C, H, W) in [-1, 1]."""
+        device = self.model.device
+        x0 = self.model.encode(image[None].to(device))
+        for p in self.params:
+            p.grad = None
+        k_total = len(self.timesteps)
+        for start in range(0, k_total, self.timestep_batch):
+            t = self.timesteps[start:start + self.timestep_batch].to(device)
+            noise = self.noise[start:start + self.timestep_batch].to(device)
+            x_t = self.model.add_noise(x0.expand_as(noise), noise, t)
+            value = self.fn(self.model.predict_noise(x_t, t), noise, t, self.alphas_cumprod)
+            (value.sum() / k_total).backward()
+        return torch.cat([p.grad.reshape(-1) for p in self.params])
+
+
+def featurize(model: PixelDiffusion, images: torch.Tensor, spec: FeaturizerSpec, batch_size: int,
+              noise_seed: int = 0, projector: RandomProjector | None = None) -> np.ndarray:
+    """Projected timestep-averaged gradients of every image: (N, k) float32."""
+    model.unet.eval()
+    gradient = TimestepAveragedGradient(model, spec, noise_seed)
+    projector = projector or make_projector(model, spec)
+    out = np.zeros((len(images), spec.dim), dtype=np.float32)
+    start_time = time.perf_counter()
+    for start in range(0, len(images), batch_size):
+        rows = torch.stack([gradient(img) for img in images[start:start + batch_size]])
+        out[start:start + len(rows)] = projector.project(rows).numpy()
+        log.info("featurized %d/%d  %.1fs", start + len(rows), len(images), time.perf_counter() - start_time)
+    return out

@@ -1,0 +1,94 @@
+"""The linear datamodeling score (LDS), its bootstrap confidence interval, and damping selection on held-out targets."""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy.stats import rankdata
+
+
+def _columnwise_spearman(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Spearman correlation between matching columns of a and b (M, T) -> (T,); NaN for constant columns."""
+    ra = rankdata(a, axis=0)
+    rb = rankdata(b, axis=0)
+    ra -= ra.mean(0)
+    rb -= rb.mean(0)
+    denom = np.sqrt((ra**2).sum(0) * (rb**2).sum(0))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(denom > 0, (ra * rb).sum(0) / denom, np.nan)
+
+
+def lds_per_target(scores: np.ndarray, masks: np.ndarray, outputs: np.ndarray) -> np.ndarray:
+    """For each target j: Spearman over subsets m of sum_{i in S_m} tau_ji and -output_m(j).
+
+    scores (T, N), masks (M, N) boolean, outputs (M, T) losses. The output is a loss, so a helpful
+    training sample (positive score) should lower it: hence the minus sign.
+    """
+    predicted = masks.astype(np.float64) @ scores.T
+    return _columnwise_spearman(predicted, -outputs)
+
+
+def residualize(outputs: np.ndarray, covariates: np.ndarray) -> np.ndarray:
+    """Outputs (M, T) minus their least-squares fit on subset covariates (M, C) plus an intercept."""
+    design = np.column_stack([np.ones(len(covariates)), covariates])
+    coef, *_ = np.linalg.lstsq(design, outputs, rcond=None)
+    return outputs - design @ coef
+
+
+def class_counts(masks: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """Per subset, the number of kept training images of each class: (M, C)."""
+    return np.stack([masks[:, labels == c].sum(1) for c in np.unique(labels)], axis=1).astype(float)
+
+
+def bootstrap_ci(values: np.ndarray, n_boot: int, level: float, seed: int) -> tuple[float, float]:
+    """Percentile CI of the mean of `values` (NaNs dropped), resampling targets with replacement."""
+    values = values[~np.isnan(values)]
+    if len(values) == 0:
+        return float("nan"), float("nan")
+    rng = np.random.default_rng(seed)
+    means = values[rng.integers(0, len(values), size=(n_boot, len(values)))].mean(1)
+    tail = (1 - level) / 2 * 100
+    low, high = np.percentile(means, [tail, 100 - tail])
+    return float(low), float(high)
+
+
+def select_lambda(score_fn, lambda_grid: list[float], masks: np.ndarray,
+                  outputs_heldout: np.ndarray) -> tuple[float, dict[float, float]]:
+    """The damping with the best mean LDS on held-out targets; `score_fn(lam)` gives their scores."""
+    results = {lam: float(np.nanmean(lds_per_target(score_fn(lam), masks, outputs_heldout)))
+               for lam in lambda_grid}
+    best = max(results, key=lambda lam: (np.nan_to_num(results[lam], nan=-np.inf), -lam))
+    return best, results
+
+
+def stack_outputs(records: list[dict[str, np.ndarray]], num_subsets: int, split: str) -> np.ndarray:
+    """Measured outputs (M, T) of one target split, averaged over each subset's training seeds."""
+    sums: dict[int, np.ndarray] = {}
+    counts = np.zeros(num_subsets, int)
+    for record in records:
+        m = int(record["subset"])
+        sums[m] = sums.get(m, 0) + record[split].astype(np.float64)
+        counts[m] += 1
+    missing = np.flatnonzero(counts == 0)
+    if len(missing):
+        raise ValueError(f"no measured outputs for subsets {missing.tolist()}")
+    return np.stack([sums[m] / counts[m] for m in range(num_subsets)])
+
+
+def lds_summary(scores: np.ndarray, masks: np.ndarray, outputs: np.ndarray, labels: np.ndarray,
+                n_boot: int, level: float, seed: int) -> tuple[dict, dict[str, np.ndarray]]:
+    """LDS with its bootstrap CI, plus the LDS against outputs with each subset's class mix regressed out.
+
+    The class-adjusted LDS guards against a confound: a subset's class counts alone move the loss.
+    Returns the summary row and the per-target values.
+    """
+    raw = lds_per_target(scores, masks, outputs)
+    adjusted = lds_per_target(scores, masks, residualize(outputs, class_counts(masks, labels)))
+    low, high = bootstrap_ci(raw, n_boot, level, seed)
+    adj_low, adj_high = bootstrap_ci(adjusted, n_boot, level, seed)
+    row = {
+        "lds": float(np.nanmean(raw)), "ci_low": low, "ci_high": high,
+        "lds_class_adjusted": float(np.nanmean(adjusted)),
+        "class_adjusted_ci_low": adj_low, "class_adjusted_ci_high": adj_high,
+        "n_targets": int(len(raw)), "n_subsets": int(len(masks)),
+    }
+    return row, {"lds": raw, "lds_class_adjusted": adjusted}

@@ -1,0 +1,66 @@
+"""The report: an HTML page with the LDS bar chart, the tables, and where every number came from."""
+
+from __future__ import annotations
+
+import html
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import yaml  # noqa: E402
+
+from diffattr.store import atomic_path  # noqa: E402
+
+
+def lds_figure(lds: pd.DataFrame, path: str | Path) -> None:
+    """Grouped bars of LDS per method and target split with their CIs."""
+    methods = list(dict.fromkeys(lds["method"]))
+    splits = list(dict.fromkeys(lds["split"]))
+    width = 0.8 / len(splits)
+    fig, ax = plt.subplots(figsize=(1.6 + 1.3 * len(methods), 3.6))
+    for i, split in enumerate(splits):
+        part = lds[lds["split"] == split].set_index("method").reindex(methods)
+        x = np.arange(len(methods)) + (i - (len(splits) - 1) / 2) * width
+        err = np.vstack([part["lds"] - part["ci_low"], part["ci_high"] - part["lds"]])
+        ax.bar(x, part["lds"], width, yerr=err, capsize=3, label=f"{split} targets")
+    ax.axhline(0, color="black", linewidth=0.8)
+    ax.set_xticks(np.arange(len(methods)), methods)
+    ax.set_ylabel("LDS (Spearman)")
+    ax.set_title("Linear datamodeling score, 95% bootstrap CI")
+    ax.legend(frameon=False)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=120, format="png")
+    plt.close(fig)
+
+
+def write_report(path: str | Path, figure: str | Path, lds: pd.DataFrame, timings: pd.DataFrame,
+                 config: dict, sources: list[str]) -> None:
+    """index.html beside figures/: the LDS chart and table, stage timings, config, inputs."""
+    rel_figure = Path(figure).relative_to(Path(path).parent)
+    body = f"""<!doctype html><html><head><meta charset="utf-8">
+<title>diffattr: {html.escape(config["experiment"])}</title>
+<style>body{{font-family:sans-serif;max-width:60em;margin:2em auto}}table{{border-collapse:collapse}}
+td,th{{border:1px solid #ccc;padding:2px 8px;text-align:right}}</style></head><body>
+<h1>diffattr report: {html.escape(config["experiment"])}</h1>
+<h2>Linear datamodeling score</h2>
+<p>Spearman correlation, over the LDS subsets, between the summed attribution scores of a subset and the
+measured loss (negated) of the models retrained on it; averaged over targets not used to choose the
+damping; CI by bootstrap over targets. <em>lds_class_adjusted</em> is the same after regressing each
+subset's class counts out of the measured loss.</p>
+<img src="{rel_figure}" alt="LDS bar chart">
+{lds.to_html(index=False, float_format=lambda v: f"{v:.3f}")}
+<h2>Stage timings</h2>
+{timings.to_html(index=False)}
+<h2>Produced from</h2>
+<ul>{"".join(f"<li><code>{html.escape(s)}</code></li>" for s in sources)}</ul>
+<h2>Config</h2>
+<pre>{html.escape(yaml.safe_dump(config, sort_keys=False))}</pre>
+</body></html>
+"""
+    with atomic_path(path) as tmp:
+        tmp.write_text(body)

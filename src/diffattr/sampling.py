@@ -1,0 +1,40 @@
+"""Generate images with DDIM from a trained model; every image has its own seed."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from diffusers.schedulers.scheduling_ddim import DDIMScheduler
+
+from diffattr.models import PixelDiffusion
+
+
+def initial_noise(seeds: np.ndarray, shape: tuple[int, ...]) -> torch.Tensor:
+    """x_T for each image from its own seed, so an image does not depend on its batch."""
+    return torch.stack([torch.randn(shape, generator=torch.Generator().manual_seed(int(s))) for s in seeds])
+
+
+@torch.no_grad()
+def ddim_sample(model: PixelDiffusion, seeds: np.ndarray, num_inference_steps: int, eta: float,
+                batch_size: int) -> np.ndarray:
+    """Images (N, C, H, W) as uint8, one per seed; with eta 0 the sampler is deterministic."""
+    unet = model.unet.eval()
+    cfg = unet.config
+    ddim = DDIMScheduler.from_config(model.scheduler.config)
+    ddim.set_timesteps(num_inference_steps)
+    shape = (cfg.in_channels, cfg.sample_size, cfg.sample_size)
+    out = []
+    for start in range(0, len(seeds), batch_size):
+        batch_seeds = seeds[start:start + batch_size]
+        x = initial_noise(batch_seeds, shape).to(model.device)
+        generator = torch.Generator().manual_seed(int(batch_seeds[0]))
+        for t in ddim.timesteps:
+            eps = unet(x, t.to(model.device)).sample
+            x = ddim.step(eps, t, x, eta=eta, generator=generator).prev_sample
+        out.append(to_uint8(x))
+    return np.concatenate(out)
+
+
+def to_uint8(x: torch.Tensor) -> np.ndarray:
+    """[-1, 1] floats to uint8 pixels, as an image file would store them."""
+    return ((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).cpu().numpy()
