@@ -10,7 +10,7 @@ rule trak_scores:
         subsets=out("subsets/lds.npz"),
         outputs=lds_output_paths(),
     output:
-        out("scores/{method}/{target_split}.zarr"),
+        directory(out("scores/{method}/{target_split}.zarr")),
     params:
         attribute=config["attribute"],
         train_seeds=config["lds"]["train_seeds"],
@@ -32,7 +32,7 @@ rule pixel_scores:
         train=out("data/train.zarr"),
         targets=lambda wc: split_images(wc.target_split),
     output:
-        out("scores/{method}/{target_split}.zarr"),
+        directory(out("scores/{method}/{target_split}.zarr")),
     wildcard_constraints:
         method=name_regex(methods_of_kind("pixel")),
     log:

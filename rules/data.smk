@@ -3,8 +3,8 @@
 
 rule prepare_data:
     output:
-        train=out("data/train.zarr"),
-        val=out("data/val.zarr"),
+        train=directory(out("data/train.zarr")),
+        val=directory(out("data/val.zarr")),
     params:
         data=config["data"],
     log:

@@ -5,7 +5,7 @@ rule generate:
     input:
         model=out(f"models/full/seed{FULL_SEED}"),
     output:
-        out("samples/full.zarr"),
+        directory(out("samples/full.zarr")),
     params:
         generate=config["generate"],
         device=config["device"],

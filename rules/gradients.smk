@@ -6,7 +6,7 @@ rule featurize:
         model=out(f"models/full/seed{FULL_SEED}"),
         images=lambda wc: split_images(wc.split),
     output:
-        out("grads/{featurizer}/{split}/{shard}.zarr"),
+        directory(out("grads/{featurizer}/{split}/{shard}.zarr")),
     params:
         featurizer=lambda wc: config["featurizers"][wc.featurizer],
         shard_size=config["featurize"]["shard_size"],

@@ -1,0 +1,81 @@
+"""The workflow as a user runs it: dry runs of the presets, config errors, partial reruns, killed jobs."""
+
+import os
+import signal
+import subprocess
+import time
+
+import pandas as pd
+import pytest
+
+from tests.workflow_helpers import ROOT, SNAKEMAKE, TINY, make_workspace, planned_jobs, snakemake
+
+
+def test_cifar2_preset_dry_run_lists_the_paper_jobs(tmp_path):
+    workdir = make_workspace(tmp_path)
+    jobs = planned_jobs(workdir, "--configfile", str(ROOT / "experiments" / "cifar2-lds.yaml"))
+    assert jobs["train_lds"] == 64 * 3
+    assert jobs["train_full"] == 1
+    assert jobs["lds_outputs"] == 64 * 3
+    # 8 featurizers x (10 train + 2 val + 2 generated shards of 500)
+    assert jobs["featurize"] == 8 * 14
+    assert jobs["trak_scores"] == 8 * 2 and jobs["pixel_scores"] == 2
+
+
+def test_bad_config_stops_before_any_job_with_one_line(tmp_path):
+    workdir = make_workspace(tmp_path, {"lds": {"alpha": 2}})
+    result = snakemake(workdir, "-n", check=False)
+    assert result.returncode != 0
+    lines = [line for line in (result.stdout + result.stderr).splitlines() if line.startswith("diffattr:")]
+    assert lines == ["diffattr: config key 'lds.alpha': 2 is greater than or equal to the maximum of 1"]
+    assert not (workdir / "results").exists()
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    workdir = make_workspace(tmp_path_factory.mktemp("tiny"), TINY)
+    snakemake(workdir, "--cores", "2")
+    return workdir
+
+
+@pytest.mark.slow
+def test_tiny_run_writes_every_declared_output(tiny_run):
+    out = tiny_run / "results" / "tiny"
+    lds = pd.read_csv(out / "metrics" / "lds.csv")
+    assert set(lds["method"]) == {"TRAK", "D-TRAK", "pixel"} and set(lds["split"]) == {"val", "gen"}
+    assert {"method", "split", "lds", "ci_low", "ci_high", "lambda", "n_targets", "n_subsets"} <= set(lds)
+    assert (lds["n_subsets"] == 4).all()
+    assert (out / "report" / "index.html").is_file() and (out / "report" / "figures" / "lds.png").is_file()
+    assert not list(out.rglob(".*.tmp-*")), "a temporary output was left behind"
+    assert planned_jobs(tiny_run) == {}
+
+
+@pytest.mark.slow
+def test_changing_gradient_timesteps_reruns_only_what_depends_on_them(tiny_run):
+    workdir = make_workspace(tiny_run, {"featurizers": {"trak": {"timesteps": 6}}})
+    try:
+        jobs = planned_jobs(workdir)
+    finally:
+        make_workspace(tiny_run, {"featurizers": {"trak": {"timesteps": 5}}})
+    assert set(jobs) == {"featurize", "trak_scores", "lds", "report", "all"}
+    assert jobs["featurize"] == 4 and jobs["trak_scores"] == 2  # trak only: 2 train + val + gen shards
+
+
+@pytest.mark.slow
+def test_killed_training_job_leaves_nothing_complete_and_rerun_redoes_only_it(tmp_path):
+    workdir = make_workspace(tmp_path, {**TINY, "train": {"steps": 4000, "batch_size": 16}})
+    target = "results/tiny/models/full/seed0"
+    driver = subprocess.Popen([*SNAKEMAKE, "-d", str(workdir), "--cores", "1", target],
+                              cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                              start_new_session=True)
+    log = workdir / "results/tiny/logs/train_full/seed0.log"
+    deadline = time.time() + 300
+    while time.time() < deadline and "step" not in (log.read_text() if log.exists() else ""):
+        time.sleep(0.5)
+    assert "step" in log.read_text(), "training never started"
+    os.killpg(driver.pid, signal.SIGKILL)  # the machine dies: driver and job at once
+    driver.wait()
+    assert not (workdir / target).exists()
+    assert (workdir / "results/tiny/data/train.zarr").is_dir()
+    snakemake(workdir, "--unlock")
+    assert planned_jobs(workdir, target) == {"train_full": 1}

@@ -1,0 +1,63 @@
+"""Run the Snakemake workflow in a temporary workspace, as a user would from the command line."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+SNAKEMAKE = [sys.executable, "-m", "snakemake", "-s", str(ROOT / "workflow" / "Snakefile")]
+
+# A tiny version of the embedded default: every rule kind, in about a minute on two cores.
+TINY = {
+    "experiment": "tiny",
+    "data": {"n_train": 40, "n_val": 8},
+    "model": {"block_out_channels": [8, 16], "norm_num_groups": 4},
+    "train": {"steps": 20, "batch_size": 16, "checkpoints": 1},
+    "lds": {"num_subsets": 4, "timesteps": 10},
+    "generate": {"num_images": 8, "num_inference_steps": 5},
+    "featurizers": {"trak": {"output": "loss", "timesteps": 5, "dim": 64},
+                    "dtrak": {"output": "squared_norm", "timesteps": 5, "dim": 64}},
+    "featurize": {"shard_size": 20},
+    "evaluate": {"bootstrap": 50},
+}
+
+
+def deep_update(base: dict, extra: dict) -> dict:
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(base.get(key), dict):
+            deep_update(base[key], value)
+        else:
+            base[key] = value
+    return base
+
+
+def make_workspace(path: Path, overrides: dict | None = None) -> Path:
+    """A folder with config.yaml = the embedded default updated with `overrides`."""
+    config = yaml.safe_load((ROOT / "config.yaml").read_text())
+    path.mkdir(parents=True, exist_ok=True)
+    (path / "config.yaml").write_text(yaml.safe_dump(deep_update(config, overrides or {})))
+    return path
+
+
+def snakemake(workdir: Path, *args: str, check: bool = True, timeout: float = 1800) -> subprocess.CompletedProcess:
+    result = subprocess.run([*SNAKEMAKE, "-d", str(workdir), *args], capture_output=True, text=True,
+                            timeout=timeout, cwd=ROOT)
+    if check and result.returncode != 0:
+        raise AssertionError(f"snakemake {' '.join(args)} failed:\n{result.stdout[-4000:]}\n{result.stderr[-4000:]}")
+    return result
+
+
+def planned_jobs(workdir: Path, *args: str) -> dict[str, int]:
+    """Rule -> job count of a dry run (empty when nothing is to be done)."""
+    result = snakemake(workdir, "-n", "--quiet", "rules", *args)
+    counts = {}
+    for line in (result.stdout + result.stderr).splitlines():
+        match = re.fullmatch(r"(\w+)\s+(\d+)", line.strip())
+        if match and match.group(1) != "total":
+            counts[match.group(1)] = int(match.group(2))
+    return counts
