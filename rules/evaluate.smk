@@ -29,7 +29,6 @@ rule lds:
         scores=score_paths(),
         subsets=out("subsets/lds.npz"),
         outputs=lds_output_paths(),
-        train=out("data/train.zarr"),
     output:
         summary=out("metrics/lds.csv"),
         per_target=out("metrics/lds_per_target.csv"),

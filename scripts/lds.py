@@ -11,7 +11,6 @@ with job(snakemake.log[0]) as log:
     p = snakemake.params
     subsets = read_npz(snakemake.input.subsets)
     masks = subsets["masks"]
-    labels = read_arrays(snakemake.input.train, ["labels"])["labels"]
     records = [read_npz(path) for path in snakemake.input.outputs]
     rows, per_target = [], []
     score_paths = iter(snakemake.input.scores)
@@ -21,12 +20,12 @@ with job(snakemake.log[0]) as log:
             evaluated = ~subsets[f"heldout_{split}"]
             scores = read_arrays(path, ["scores"])["scores"][evaluated]
             outputs = stack_outputs(records, len(masks), split)[:, evaluated]
-            row, values = lds_summary(scores, masks, outputs, labels, p.evaluate["bootstrap"],
-                                      p.evaluate["ci"], p.evaluate["seed"])
+            row, values = lds_summary(scores, masks, outputs, p.evaluate["bootstrap"], p.evaluate["ci"],
+                                      p.evaluate["seed"])
             rows.append({"method": method, "split": split, "lambda": read_attrs(path).get("lambda"),
                          **row, "n_train_seeds": len(p.train_seeds)})
             per_target.append(pd.DataFrame({"method": method, "split": split,
-                                            "target": np.flatnonzero(evaluated), **values}))
+                                            "target": np.flatnonzero(evaluated), "lds": values}))
             log.info("%s %s: LDS %.3f [%.3f, %.3f]", method, split, row["lds"], row["ci_low"], row["ci_high"])
     write_csv(snakemake.output.summary, pd.DataFrame(rows))
     write_csv(snakemake.output.per_target, pd.concat(per_target))

@@ -11,7 +11,7 @@ import torch
 
 from diffattr.models import PixelDiffusion
 from diffattr.outputs import evenly_spaced_timesteps, fixed_noise, output_function
-from diffattr.projection import RandomProjector
+from diffattr.projection import RandomProjector, SparseProjector, make_projection
 
 log = logging.getLogger(__name__)
 
@@ -35,8 +35,8 @@ def num_parameters(model: PixelDiffusion) -> int:
     return sum(p.numel() for p in model.trainable_parameters())
 
 
-def make_projector(model: PixelDiffusion, spec: FeaturizerSpec) -> RandomProjector:
-    return RandomProjector(num_parameters(model), spec.dim, spec.projection, spec.seed)
+def make_projector(model: PixelDiffusion, spec: FeaturizerSpec) -> RandomProjector | SparseProjector:
+    return make_projection(num_parameters(model), spec.dim, spec.projection, spec.seed)
 
 
 class TimestepAveragedGradient:
@@ -74,15 +74,26 @@ class TimestepAveragedGradient:
 
 
 def featurize(model: PixelDiffusion, images: torch.Tensor, spec: FeaturizerSpec, batch_size: int,
-              noise_seed: int = 0, projector: RandomProjector | None = None) -> np.ndarray:
-    """Projected timestep-averaged gradients of every image: (N, k) float32."""
+              noise_seed: int = 0, projector: RandomProjector | SparseProjector | None = None,
+              stats: dict[str, float] | None = None) -> np.ndarray:
+    """Projected timestep-averaged gradients of every image: (N, k) float32.
+
+    `stats`, if given, receives the seconds spent in gradients and in projection.
+    """
     model.unet.eval()
     gradient = TimestepAveragedGradient(model, spec, noise_seed)
     projector = projector or make_projector(model, spec)
     out = np.zeros((len(images), spec.dim), dtype=np.float32)
+    seconds = {"gradient_s": 0.0, "projection_s": 0.0}
     start_time = time.perf_counter()
     for start in range(0, len(images), batch_size):
+        tick = time.perf_counter()
         rows = torch.stack([gradient(img) for img in images[start:start + batch_size]])
+        tock = time.perf_counter()
         out[start:start + len(rows)] = projector.project(rows).numpy()
+        seconds["gradient_s"] += tock - tick
+        seconds["projection_s"] += time.perf_counter() - tock
         log.info("featurized %d/%d  %.1fs", start + len(rows), len(images), time.perf_counter() - start_time)
+    if stats is not None:
+        stats.update(seconds)
     return out

@@ -27,18 +27,6 @@ def lds_per_target(scores: np.ndarray, masks: np.ndarray, outputs: np.ndarray) -
     return _columnwise_spearman(predicted, -outputs)
 
 
-def residualize(outputs: np.ndarray, covariates: np.ndarray) -> np.ndarray:
-    """Outputs (M, T) minus their least-squares fit on subset covariates (M, C) plus an intercept."""
-    design = np.column_stack([np.ones(len(covariates)), covariates])
-    coef, *_ = np.linalg.lstsq(design, outputs, rcond=None)
-    return outputs - design @ coef
-
-
-def class_counts(masks: np.ndarray, labels: np.ndarray) -> np.ndarray:
-    """Per subset, the number of kept training images of each class: (M, C)."""
-    return np.stack([masks[:, labels == c].sum(1) for c in np.unique(labels)], axis=1).astype(float)
-
-
 def bootstrap_ci(values: np.ndarray, n_boot: int, level: float, seed: int) -> tuple[float, float]:
     """Percentile CI of the mean of `values` (NaNs dropped), resampling targets with replacement."""
     values = values[~np.isnan(values)]
@@ -74,21 +62,11 @@ def stack_outputs(records: list[dict[str, np.ndarray]], num_subsets: int, split:
     return np.stack([sums[m] / counts[m] for m in range(num_subsets)])
 
 
-def lds_summary(scores: np.ndarray, masks: np.ndarray, outputs: np.ndarray, labels: np.ndarray,
-                n_boot: int, level: float, seed: int) -> tuple[dict, dict[str, np.ndarray]]:
-    """LDS with its bootstrap CI, plus the LDS against outputs with each subset's class mix regressed out.
-
-    The class-adjusted LDS guards against a confound: a subset's class counts alone move the loss.
-    Returns the summary row and the per-target values.
-    """
-    raw = lds_per_target(scores, masks, outputs)
-    adjusted = lds_per_target(scores, masks, residualize(outputs, class_counts(masks, labels)))
-    low, high = bootstrap_ci(raw, n_boot, level, seed)
-    adj_low, adj_high = bootstrap_ci(adjusted, n_boot, level, seed)
-    row = {
-        "lds": float(np.nanmean(raw)), "ci_low": low, "ci_high": high,
-        "lds_class_adjusted": float(np.nanmean(adjusted)),
-        "class_adjusted_ci_low": adj_low, "class_adjusted_ci_high": adj_high,
-        "n_targets": int(len(raw)), "n_subsets": int(len(masks)),
-    }
-    return row, {"lds": raw, "lds_class_adjusted": adjusted}
+def lds_summary(scores: np.ndarray, masks: np.ndarray, outputs: np.ndarray, n_boot: int, level: float,
+                seed: int) -> tuple[dict, np.ndarray]:
+    """The LDS row (mean over targets, bootstrap CI, counts) and the per-target values."""
+    values = lds_per_target(scores, masks, outputs)
+    low, high = bootstrap_ci(values, n_boot, level, seed)
+    row = {"lds": float(np.nanmean(values)), "ci_low": low, "ci_high": high,
+           "n_targets": int(len(values)), "n_subsets": int(len(masks))}
+    return row, values

@@ -8,7 +8,8 @@ import torch
 
 from diffattr.errors import InputError
 
-PROJECTIONS = ("gaussian", "rademacher")
+PROJECTIONS = ("gaussian", "rademacher", "sjlt")
+DENSE = ("gaussian", "rademacher")
 
 
 class RandomProjector:
@@ -20,8 +21,8 @@ class RandomProjector:
 
     def __init__(self, dim_in: int, dim_out: int, kind: str, seed: int, block_rows: int = 16384,
                  cache_bytes: int = 2 << 30) -> None:
-        if kind not in PROJECTIONS:
-            raise InputError(f"unknown projection {kind!r}; known: {list(PROJECTIONS)}")
+        if kind not in DENSE:
+            raise InputError(f"unknown dense projection {kind!r}; known: {list(DENSE)}")
         self.dim_in, self.dim_out, self.kind, self.seed = dim_in, dim_out, kind, seed
         self.block_rows = block_rows
         self._blocks: list[torch.Tensor] | None = None
@@ -51,3 +52,35 @@ class RandomProjector:
             block = self._blocks[i] if self._blocks is not None else self._block(i)
             out.addmm_(rows[:, i * self.block_rows:(i + 1) * self.block_rows], block)
         return out
+
+
+class SparseProjector:
+    """Sparse Johnson-Lindenstrauss transform (CountSketch with `sparsity` nonzeros per input coordinate).
+
+    Each input coordinate is added, with a random sign, to `sparsity` random output coordinates:
+    O(P * sparsity) per row instead of O(P * k), and the hash is drawn once per process from the seed.
+    """
+
+    def __init__(self, dim_in: int, dim_out: int, seed: int, sparsity: int = 1) -> None:
+        self.dim_in, self.dim_out, self.sparsity = dim_in, dim_out, sparsity
+        generator = torch.Generator().manual_seed(seed * 1_000_003 + 7)
+        self.index = torch.randint(0, dim_out, (sparsity, dim_in), generator=generator)
+        signs = torch.randint(0, 2, (sparsity, dim_in), generator=generator, dtype=torch.int8)
+        self.sign = signs.float().mul_(2).sub_(1).div_(math.sqrt(sparsity))
+
+    def project(self, rows: torch.Tensor) -> torch.Tensor:
+        """(B, P) -> (B, k) in float32."""
+        if rows.shape[-1] != self.dim_in:
+            raise ValueError(f"expected {self.dim_in} columns, got {rows.shape[-1]}")
+        rows = rows.float()
+        out = torch.zeros(rows.shape[0], self.dim_out, device=rows.device)
+        for j in range(self.sparsity):
+            out.index_add_(1, self.index[j].to(rows.device), rows * self.sign[j].to(rows.device))
+        return out.cpu()
+
+
+def make_projection(dim_in: int, dim_out: int, kind: str, seed: int) -> RandomProjector | SparseProjector:
+    """The projector named by a featurizer's `projection` key."""
+    if kind == "sjlt":
+        return SparseProjector(dim_in, dim_out, seed)
+    return RandomProjector(dim_in, dim_out, kind, seed)

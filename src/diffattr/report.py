@@ -50,8 +50,7 @@ td,th{{border:1px solid #ccc;padding:2px 8px;text-align:right}}</style></head><b
 <h2>Linear datamodeling score</h2>
 <p>Spearman correlation, over the LDS subsets, between the summed attribution scores of a subset and the
 measured loss (negated) of the models retrained on it; averaged over targets not used to choose the
-damping; CI by bootstrap over targets. <em>lds_class_adjusted</em> is the same after regressing each
-subset's class counts out of the measured loss.</p>
+damping; CI by bootstrap over targets.</p>
 <img src="{rel_figure}" alt="LDS bar chart">
 {lds.to_html(index=False, float_format=lambda v: f"{v:.3f}")}
 <h2>Stage timings</h2>

@@ -55,6 +55,7 @@ def train(model: PixelDiffusion, images: torch.Tensor, train_config: dict, seed:
         lr=train_config["lr"],
         betas=tuple(train_config["betas"]),
         weight_decay=train_config["weight_decay"],
+        foreach=True,
     )
     warmup = int(train_config["warmup_fraction"] * steps)
     if train_config["lr_schedule"] == "cosine":
@@ -62,7 +63,7 @@ def train(model: PixelDiffusion, images: torch.Tensor, train_config: dict, seed:
     else:
         lr_schedule = get_constant_schedule_with_warmup(optimizer, warmup)
     unet, optimizer, lr_schedule = accelerator.prepare(unet, optimizer, lr_schedule)
-    ema = EMAModel(unet.parameters(), decay=train_config["ema_max_decay"]) if train_config["ema"] else None
+    ema = EMAModel(unet.parameters(), decay=train_config["ema_max_decay"], foreach=True) if train_config["ema"] else None
     if ema is not None:
         ema.to(accelerator.device)
 
@@ -87,15 +88,15 @@ def train(model: PixelDiffusion, images: torch.Tensor, train_config: dict, seed:
         optimizer.zero_grad(set_to_none=True)
         accelerator.backward(loss)
         if train_config["grad_clip"]:
-            accelerator.clip_grad_norm_(unet.parameters(), train_config["grad_clip"])
+            torch.nn.utils.clip_grad_norm_(unet.parameters(), train_config["grad_clip"], foreach=True)
         lr_used = optimizer.param_groups[0]["lr"]
         optimizer.step()
         lr_schedule.step()
         if ema is not None:
             ema.step(unet.parameters())
         if step % log_every == 0 or step == steps:
-            record.losses.append((step, float(loss)))
-            log.info("step %d/%d  loss %.4f  lr %.2e  %.1fs", step, steps, float(loss), lr_used,
+            record.losses.append((step, loss.item()))
+            log.info("step %d/%d  loss %.4f  lr %.2e  %.1fs", step, steps, loss.item(), lr_used,
                      time.perf_counter() - start)
         if step in keep and checkpoint_dir is not None:
             _save_checkpoint(model, unet, ema, accelerator, checkpoint_dir / f"step{step}")

@@ -1,0 +1,191 @@
+"""Featurization throughput: training step vs. the reference (vmap per timestep + TRAK projector) vs. diffattr.
+
+    python benchmarks/featurize.py            # every case, each in its own process; writes results/
+    python benchmarks/featurize.py --case demo/diffattr   # one case, prints JSON
+
+Throughput is in sample-timesteps per second: a training step on a batch of B images does B of them,
+featurizing one image at K timesteps does K. Same machine, model, inputs, K and k for every case.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import yaml
+
+from diffattr.gradients import FeaturizerSpec, featurize, make_projector
+from diffattr.models import PixelDiffusion, build_scheduler, build_unet
+from diffattr.outputs import OUTPUT_FUNCTIONS, evenly_spaced_timesteps, fixed_noise
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
+K, DIM = 10, 4096
+
+# name: (model config source, image size, channels, training batch, images to featurize per case)
+MODELS = {
+    "demo": (ROOT / "config.yaml", 8, 1, 64, {"train": 40, "reference": 32, "diffattr": 64}),
+    "paper": (ROOT / "experiments" / "cifar2-lds.yaml", 32, 3, 32, {"train": 4, "reference": 4, "diffattr": 8}),
+}
+CASES = ["train", "reference", "diffattr", "diffattr-gaussian"]
+
+
+def build(name: str) -> tuple[PixelDiffusion, torch.Tensor]:
+    source, size, channels, _, counts = MODELS[name]
+    defaults = yaml.safe_load((ROOT / "workflow" / "schemas" / "config.schema.yaml").read_text())
+    model_cfg = {k: v["default"] for k, v in defaults["properties"]["model"]["properties"].items()}
+    model_cfg.update(yaml.safe_load(source.read_text())["model"])
+    torch.manual_seed(0)
+    model = PixelDiffusion(build_unet(model_cfg, size, channels),
+                           build_scheduler({"num_train_timesteps": 1000, "beta_schedule": "linear"}))
+    n = max(counts.values()) * (1 if name == "paper" else 2)
+    images = torch.rand(n, channels, size, size, generator=torch.Generator().manual_seed(1)) * 2 - 1
+    return model, images
+
+
+def bench_train(model: PixelDiffusion, images: torch.Tensor, batch: int, steps: int) -> dict:
+    """A batched training step: forward, backward, AdamW update."""
+    unet = model.unet.train()
+    opt = torch.optim.AdamW(unet.parameters(), 1e-4, foreach=True)
+    x0 = images[:batch].repeat(max(1, batch // len(images) + 1), 1, 1, 1)[:batch]
+
+    def step() -> None:
+        noise = torch.randn_like(x0)
+        t = torch.randint(0, 1000, (batch,))
+        loss = torch.nn.functional.mse_loss(unet(model.add_noise(x0, noise, t), t).sample, noise)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    step()
+    start = time.perf_counter()
+    for _ in range(steps):
+        step()
+    seconds = time.perf_counter() - start
+    return {"sample_timesteps": steps * batch, "seconds": seconds}
+
+
+def bench_reference(model: PixelDiffusion, images: torch.Tensor, batch: int) -> dict:
+    """D-TRAK's public recipe: per timestep, vmap(grad(f)) over the batch; sum over K; TRAK BasicProjector."""
+    from torch.func import functional_call, grad, vmap
+    from trak.projectors import BasicProjector, ProjectionType
+
+    unet = model.unet.eval()
+    params = {k: v.detach() for k, v in unet.named_parameters()}
+    buffers = {k: v.detach() for k, v in unet.named_buffers()}
+    n_params = sum(v.numel() for v in params.values())
+    projector = BasicProjector(grad_dim=n_params, proj_dim=DIM, seed=0, proj_type=ProjectionType.normal,
+                               device=torch.device("cpu"), dtype=torch.float32)
+    fn = OUTPUT_FUNCTIONS["squared_norm"]
+    acp = model.scheduler.alphas_cumprod
+
+    def f(p, b, x0, noise, t):
+        x_t = model.add_noise(x0[None], noise[None], t[None])
+        pred = functional_call(unet, (p, b), (x_t, t[None])).sample
+        return fn(pred, noise[None], t[None], acp)[0]
+
+    per_sample = vmap(grad(f), in_dims=(None, None, 0, 0, 0))
+    timesteps = evenly_spaced_timesteps(K, 1000)
+    shape = tuple(images.shape[1:])
+    grad_s = proj_s = 0.0
+    for start in range(0, len(images), batch):
+        x0 = images[start:start + batch]
+        tick = time.perf_counter()
+        total = None
+        for t in timesteps:
+            noise = fixed_noise(0, t, shape).expand_as(x0).contiguous()
+            g = per_sample(params, buffers, x0, noise, torch.full((len(x0),), int(t)))
+            flat = torch.cat([v.reshape(len(x0), -1) for v in g.values()], dim=1)
+            total = flat if total is None else total + flat
+        tock = time.perf_counter()
+        projector.project(total / K, model_id=0)
+        grad_s += tock - tick
+        proj_s += time.perf_counter() - tock
+    return {"sample_timesteps": len(images) * K, "seconds": grad_s + proj_s, "projection_s": proj_s}
+
+
+def bench_diffattr(model: PixelDiffusion, images: torch.Tensor, projection: str) -> dict:
+    spec = FeaturizerSpec("squared_norm", K, DIM, projection, 0)
+    projector = make_projector(model, spec)  # built once per process, like a featurize job
+    featurize(model, images[:1], spec, 8, projector=projector)  # warm-up
+    stats: dict[str, float] = {}
+    start = time.perf_counter()
+    featurize(model, images, spec, 8, projector=projector, stats=stats)
+    return {"sample_timesteps": len(images) * K, "seconds": time.perf_counter() - start,
+            "projection_s": stats["projection_s"]}
+
+
+def run_case(case: str, threads: int) -> dict:
+    torch.set_num_threads(threads)
+    name, method = case.split("/")
+    model, images = build(name)
+    _, _, _, train_batch, counts = MODELS[name]
+    if method == "train":
+        result = bench_train(model, images, train_batch, counts["train"])
+    elif method == "reference":
+        result = bench_reference(model, images[:counts["reference"]], batch=4)
+    else:
+        projection = "gaussian" if method == "diffattr-gaussian" else "sjlt"
+        result = bench_diffattr(model, images[:counts["diffattr"]], projection)
+    params = sum(p.numel() for p in model.unet.parameters())
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return {"model": name, "case": method, "parameters": params, "K": K, "k": DIM, "threads": threads,
+            **result, "throughput": result["sample_timesteps"] / result["seconds"], "peak_rss_mb": peak_mb}
+
+
+def summarize(rows: list[dict]) -> str:
+    lines = ["| model | parameters | case | sample-timesteps/s | vs reference | vs training step | "
+             "projection share | peak RSS (MB) |", "|---|---|---|---|---|---|---|---|"]
+    for name in MODELS:
+        by_case = {r["case"]: r for r in rows if r["model"] == name}
+        for case, r in by_case.items():
+            ref = by_case.get("reference", {}).get("throughput")
+            train = by_case.get("train", {}).get("throughput")
+            share = r.get("projection_s", float("nan")) / r["seconds"]
+            lines.append(
+                f"| {name} | {r['parameters'] / 1e6:.2f}M | {case} | {r['throughput']:.2f} | "
+                f"{r['throughput'] / ref if ref else float('nan'):.1f}x | "
+                f"{100 * r['throughput'] / train if train else float('nan'):.0f}% | "
+                f"{'' if np.isnan(share) else f'{100 * share:.0f}%'} | {r['peak_rss_mb']:.0f} |")
+    return "\n".join(lines)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--case", help="model/case, e.g. paper/diffattr; default: all, each in a subprocess")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--models", nargs="+", default=list(MODELS))
+    args = parser.parse_args()
+    if args.case:
+        print(json.dumps(run_case(args.case, args.threads)))
+        return 0
+    rows = []
+    for name in args.models:
+        for case in CASES:
+            out = subprocess.run([sys.executable, __file__, "--case", f"{name}/{case}", "--threads",
+                                  str(args.threads)], capture_output=True, text=True, check=True)
+            rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
+            print(f"{name}/{case}: {rows[-1]['throughput']:.2f} sample-timesteps/s", flush=True)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    import pandas as pd
+
+    pd.DataFrame(rows).to_csv(RESULTS / "featurize.csv", index=False)
+    table = summarize(rows)
+    header = (f"# Featurization benchmark\n\nK = {K} timesteps, k = {DIM}, output squared_norm, "
+              f"{args.threads} threads, {platform.processor() or platform.machine()}, torch {torch.__version__}, "
+              f"{time.strftime('%Y-%m-%d')}.\n\n")
+    (RESULTS / "featurize.md").write_text(header + table + "\n")
+    print(table)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
