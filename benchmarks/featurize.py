@@ -1,4 +1,4 @@
-"""Featurization throughput: training step vs. the reference (vmap per timestep + TRAK projector) vs. diffattr.
+"""Featurization throughput: training step vs. reference (vmap per timestep + TRAK projector) vs. diffattr.
 
     python benchmarks/featurize.py            # every case, each in its own process; writes results/
     python benchmarks/featurize.py --case demo/diffattr   # one case, prints JSON
@@ -33,7 +33,13 @@ K, DIM = 10, 4096
 # name: (model config source, image size, channels, training batch, images to featurize per case)
 MODELS = {
     "demo": (ROOT / "config.yaml", 8, 1, 64, {"train": 40, "reference": 32, "diffattr": 64}),
-    "paper": (ROOT / "experiments" / "cifar2-lds.yaml", 32, 3, 32, {"train": 4, "reference": 4, "diffattr": 8}),
+    "paper": (
+        ROOT / "experiments" / "cifar2-lds.yaml",
+        32,
+        3,
+        32,
+        {"train": 4, "reference": 4, "diffattr": 8},
+    ),
 }
 CASES = ["train", "reference", "diffattr", "diffattr-gaussian"]
 
@@ -44,8 +50,10 @@ def build(name: str) -> tuple[PixelDiffusion, torch.Tensor]:
     model_cfg = {k: v["default"] for k, v in defaults["properties"]["model"]["properties"].items()}
     model_cfg.update(yaml.safe_load(source.read_text())["model"])
     torch.manual_seed(0)
-    model = PixelDiffusion(build_unet(model_cfg, size, channels),
-                           build_scheduler({"num_train_timesteps": 1000, "beta_schedule": "linear"}))
+    model = PixelDiffusion(
+        build_unet(model_cfg, size, channels),
+        build_scheduler({"num_train_timesteps": 1000, "beta_schedule": "linear"}),
+    )
     n = max(counts.values()) * (1 if name == "paper" else 2)
     images = torch.rand(n, channels, size, size, generator=torch.Generator().manual_seed(1)) * 2 - 1
     return model, images
@@ -82,8 +90,14 @@ def bench_reference(model: PixelDiffusion, images: torch.Tensor, batch: int) -> 
     params = {k: v.detach() for k, v in unet.named_parameters()}
     buffers = {k: v.detach() for k, v in unet.named_buffers()}
     n_params = sum(v.numel() for v in params.values())
-    projector = BasicProjector(grad_dim=n_params, proj_dim=DIM, seed=0, proj_type=ProjectionType.normal,
-                               device=torch.device("cpu"), dtype=torch.float32)
+    projector = BasicProjector(
+        grad_dim=n_params,
+        proj_dim=DIM,
+        seed=0,
+        proj_type=ProjectionType.normal,
+        device=torch.device("cpu"),
+        dtype=torch.float32,
+    )
     fn = OUTPUT_FUNCTIONS["squared_norm"]
     acp = model.scheduler.alphas_cumprod
 
@@ -97,7 +111,7 @@ def bench_reference(model: PixelDiffusion, images: torch.Tensor, batch: int) -> 
     shape = tuple(images.shape[1:])
     grad_s = proj_s = 0.0
     for start in range(0, len(images), batch):
-        x0 = images[start:start + batch]
+        x0 = images[start : start + batch]
         tick = time.perf_counter()
         total = None
         for t in timesteps:
@@ -119,8 +133,11 @@ def bench_diffattr(model: PixelDiffusion, images: torch.Tensor, projection: str)
     stats: dict[str, float] = {}
     start = time.perf_counter()
     featurize(model, images, spec, 8, projector=projector, stats=stats)
-    return {"sample_timesteps": len(images) * K, "seconds": time.perf_counter() - start,
-            "projection_s": stats["projection_s"]}
+    return {
+        "sample_timesteps": len(images) * K,
+        "seconds": time.perf_counter() - start,
+        "projection_s": stats["projection_s"],
+    }
 
 
 def run_case(case: str, threads: int) -> dict:
@@ -131,19 +148,31 @@ def run_case(case: str, threads: int) -> dict:
     if method == "train":
         result = bench_train(model, images, train_batch, counts["train"])
     elif method == "reference":
-        result = bench_reference(model, images[:counts["reference"]], batch=4)
+        result = bench_reference(model, images[: counts["reference"]], batch=4)
     else:
         projection = "gaussian" if method == "diffattr-gaussian" else "sjlt"
-        result = bench_diffattr(model, images[:counts["diffattr"]], projection)
+        result = bench_diffattr(model, images[: counts["diffattr"]], projection)
     params = sum(p.numel() for p in model.unet.parameters())
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    return {"model": name, "case": method, "parameters": params, "K": K, "k": DIM, "threads": threads,
-            **result, "throughput": result["sample_timesteps"] / result["seconds"], "peak_rss_mb": peak_mb}
+    return {
+        "model": name,
+        "case": method,
+        "parameters": params,
+        "K": K,
+        "k": DIM,
+        "threads": threads,
+        **result,
+        "throughput": result["sample_timesteps"] / result["seconds"],
+        "peak_rss_mb": peak_mb,
+    }
 
 
 def summarize(rows: list[dict]) -> str:
-    lines = ["| model | parameters | case | sample-timesteps/s | vs reference | vs training step | "
-             "projection share | peak RSS (MB) |", "|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| model | parameters | case | sample-timesteps/s | vs reference | vs training step | "
+        "projection share | peak RSS (MB) |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for name in MODELS:
         by_case = {r["case"]: r for r in rows if r["model"] == name}
         for case, r in by_case.items():
@@ -154,7 +183,8 @@ def summarize(rows: list[dict]) -> str:
                 f"| {name} | {r['parameters'] / 1e6:.2f}M | {case} | {r['throughput']:.2f} | "
                 f"{r['throughput'] / ref if ref else float('nan'):.1f}x | "
                 f"{100 * r['throughput'] / train if train else float('nan'):.0f}% | "
-                f"{'' if np.isnan(share) else f'{100 * share:.0f}%'} | {r['peak_rss_mb']:.0f} |")
+                f"{'' if np.isnan(share) else f'{100 * share:.0f}%'} | {r['peak_rss_mb']:.0f} |"
+            )
     return "\n".join(lines)
 
 
@@ -170,8 +200,19 @@ def main() -> int:
     rows = []
     for name in args.models:
         for case in CASES:
-            out = subprocess.run([sys.executable, __file__, "--case", f"{name}/{case}", "--threads",
-                                  str(args.threads)], capture_output=True, text=True, check=True)
+            out = subprocess.run(
+                [
+                    sys.executable,
+                    __file__,
+                    "--case",
+                    f"{name}/{case}",
+                    "--threads",
+                    str(args.threads),
+                ],
+                capture_output=True,
+                text=True,
+                check=True,
+            )
             rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
             print(f"{name}/{case}: {rows[-1]['throughput']:.2f} sample-timesteps/s", flush=True)
     RESULTS.mkdir(parents=True, exist_ok=True)
@@ -179,9 +220,11 @@ def main() -> int:
 
     pd.DataFrame(rows).to_csv(RESULTS / "featurize.csv", index=False)
     table = summarize(rows)
-    header = (f"# Featurization benchmark\n\nK = {K} timesteps, k = {DIM}, output squared_norm, "
-              f"{args.threads} threads, {platform.processor() or platform.machine()}, torch {torch.__version__}, "
-              f"{time.strftime('%Y-%m-%d')}.\n\n")
+    header = (
+        f"# Featurization benchmark\n\nK = {K} timesteps, k = {DIM}, output squared_norm, "
+        f"{args.threads} threads, {platform.processor() or platform.machine()}, torch {torch.__version__}, "
+        f"{time.strftime('%Y-%m-%d')}.\n\n"
+    )
     (RESULTS / "featurize.md").write_text(header + table + "\n")
     print(table)
     return 0

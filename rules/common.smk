@@ -45,7 +45,8 @@ def num_shards(split):
 
 def shard_paths(featurizer, split):
     return [
-        out(f"grads/{featurizer}/{split}/{shard}.zarr") for shard in range(num_shards(split))
+        out(f"grads/{featurizer}/{split}/{shard}.zarr")
+        for shard in range(num_shards(split))
     ]
 
 

@@ -5,15 +5,17 @@ rule prepare_data:
     output:
         train=directory(out("data/train.zarr")),
         val=directory(out("data/val.zarr")),
-    params:
-        data=config["data"],
     log:
         log_path("prepare_data"),
     benchmark:
         bench_path("prepare_data")
+    conda:
+        "../envs/diffattr.yaml"
     resources:
         mem_mb=config["resources"]["cpu_mem_mb"],
         runtime=config["resources"]["runtime"],
+    params:
+        data=config["data"],
     script:
         "../scripts/prepare_data.py"
 
@@ -23,15 +25,17 @@ rule lds_subsets:
         train=out("data/train.zarr"),
     output:
         out("subsets/lds.npz"),
-    params:
-        lds=config["lds"],
-        n_targets={split: split_size(split) for split in TARGET_SPLITS},
     log:
         log_path("lds_subsets"),
     benchmark:
         bench_path("lds_subsets")
+    conda:
+        "../envs/diffattr.yaml"
     resources:
         mem_mb=config["resources"]["cpu_mem_mb"],
         runtime=config["resources"]["runtime"],
+    params:
+        lds=config["lds"],
+        n_targets={split: split_size(split) for split in TARGET_SPLITS},
     script:
         "../scripts/lds_subsets.py"

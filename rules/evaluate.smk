@@ -8,18 +8,20 @@ rule lds_outputs:
         gen=split_images("gen"),
     output:
         out("outputs/lds/{m}/seed{seed}.npz"),
-    params:
-        lds=config["lds"],
-        device=config["device"],
-    threads: config["threads"]
     log:
         log_path("lds_outputs", "{m}-seed{seed}"),
     benchmark:
         bench_path("lds_outputs", "{m}-seed{seed}")
+    conda:
+        "../envs/diffattr.yaml"
+    threads: config["threads"]
     resources:
         gpu=GPU_RULE_GPUS,
         mem_mb=config["resources"]["gpu_mem_mb"],
         runtime=config["resources"]["runtime"],
+    params:
+        lds=config["lds"],
+        device=config["device"],
     script:
         "../scripts/lds_outputs.py"
 
@@ -32,17 +34,19 @@ rule lds:
     output:
         summary=out("metrics/lds.csv"),
         per_target=out("metrics/lds_per_target.csv"),
+    log:
+        log_path("lds"),
+    benchmark:
+        bench_path("lds")
+    conda:
+        "../envs/diffattr.yaml"
+    resources:
+        mem_mb=config["resources"]["cpu_mem_mb"],
+        runtime=config["resources"]["runtime"],
     params:
         methods=list(config["methods"]),
         splits=TARGET_SPLITS,
         train_seeds=config["lds"]["train_seeds"],
         evaluate=config["evaluate"],
-    log:
-        log_path("lds"),
-    benchmark:
-        bench_path("lds")
-    resources:
-        mem_mb=config["resources"]["cpu_mem_mb"],
-        runtime=config["resources"]["runtime"],
     script:
         "../scripts/lds.py"

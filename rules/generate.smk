@@ -6,17 +6,19 @@ rule generate:
         model=out(f"models/full/seed{FULL_SEED}"),
     output:
         directory(out("samples/full.zarr")),
-    params:
-        generate=config["generate"],
-        device=config["device"],
-    threads: config["threads"]
     log:
         log_path("generate"),
     benchmark:
         bench_path("generate")
+    conda:
+        "../envs/diffattr.yaml"
+    threads: config["threads"]
     resources:
         gpu=GPU_RULE_GPUS,
         mem_mb=config["resources"]["gpu_mem_mb"],
         runtime=config["resources"]["runtime"],
+    params:
+        generate=config["generate"],
+        device=config["device"],
     script:
         "../scripts/generate.py"

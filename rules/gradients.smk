@@ -7,19 +7,21 @@ rule featurize:
         images=lambda wc: split_images(wc.split),
     output:
         directory(out("grads/{featurizer}/{split}/{shard}.zarr")),
+    log:
+        log_path("featurize", "{featurizer}-{split}-{shard}"),
+    benchmark:
+        bench_path("featurize", "{featurizer}-{split}-{shard}")
+    conda:
+        "../envs/diffattr.yaml"
+    threads: config["threads"]
+    resources:
+        gpu=GPU_RULE_GPUS,
+        mem_mb=config["resources"]["gpu_mem_mb"],
+        runtime=config["resources"]["runtime"],
     params:
         featurizer=lambda wc: config["featurizers"][wc.featurizer],
         shard_size=config["featurize"]["shard_size"],
         batch_size=config["featurize"]["batch_size"],
         device=config["device"],
-    threads: config["threads"]
-    log:
-        log_path("featurize", "{featurizer}-{split}-{shard}"),
-    benchmark:
-        bench_path("featurize", "{featurizer}-{split}-{shard}")
-    resources:
-        gpu=GPU_RULE_GPUS,
-        mem_mb=config["resources"]["gpu_mem_mb"],
-        runtime=config["resources"]["runtime"],
     script:
         "../scripts/featurize.py"

@@ -7,14 +7,16 @@ rule report:
     output:
         html=out("report/index.html"),
         figure=out("report/figures/lds.png"),
+    log:
+        log_path("report"),
+    conda:
+        "../envs/diffattr.yaml"
+    resources:
+        mem_mb=config["resources"]["cpu_mem_mb"],
+        runtime=config["resources"]["runtime"],
     params:
         experiment=config["experiment"],
         benchmarks=out("benchmarks"),
         config=config,
-    log:
-        log_path("report"),
-    resources:
-        mem_mb=config["resources"]["cpu_mem_mb"],
-        runtime=config["resources"]["runtime"],
     script:
         "../scripts/report.py"

@@ -6,21 +6,23 @@ rule train_full:
         train=out("data/train.zarr"),
     output:
         directory(out("models/full/seed{seed}")),
+    log:
+        log_path("train_full", "seed{seed}"),
+    benchmark:
+        bench_path("train_full", "seed{seed}")
+    conda:
+        "../envs/diffattr.yaml"
+    threads: config["threads"]
+    resources:
+        gpu=GPU_RULE_GPUS,
+        mem_mb=config["resources"]["gpu_mem_mb"],
+        runtime=config["resources"]["train_runtime"],
     params:
         model=config["model"],
         scheduler=config["scheduler"],
         train=config["train"],
         device=config["device"],
         subset=None,
-    threads: config["threads"]
-    log:
-        log_path("train_full", "seed{seed}"),
-    benchmark:
-        bench_path("train_full", "seed{seed}")
-    resources:
-        gpu=GPU_RULE_GPUS,
-        mem_mb=config["resources"]["gpu_mem_mb"],
-        runtime=config["resources"]["train_runtime"],
     script:
         "../scripts/train.py"
 
@@ -31,20 +33,22 @@ rule train_lds:
         subsets=out("subsets/lds.npz"),
     output:
         directory(out("models/lds/{m}/seed{seed}")),
+    log:
+        log_path("train_lds", "{m}-seed{seed}"),
+    benchmark:
+        bench_path("train_lds", "{m}-seed{seed}")
+    conda:
+        "../envs/diffattr.yaml"
+    threads: config["threads"]
+    resources:
+        gpu=GPU_RULE_GPUS,
+        mem_mb=config["resources"]["gpu_mem_mb"],
+        runtime=config["resources"]["train_runtime"],
     params:
         model=config["model"],
         scheduler=config["scheduler"],
         train=config["train"],
         device=config["device"],
         subset=lambda wc: int(wc.m),
-    threads: config["threads"]
-    log:
-        log_path("train_lds", "{m}-seed{seed}"),
-    benchmark:
-        bench_path("train_lds", "{m}-seed{seed}")
-    resources:
-        gpu=GPU_RULE_GPUS,
-        mem_mb=config["resources"]["gpu_mem_mb"],
-        runtime=config["resources"]["train_runtime"],
     script:
         "../scripts/train.py"

@@ -13,7 +13,7 @@ with job(snakemake.log[0], snakemake.threads) as log:
     spec = FeaturizerSpec.from_config(p.featurizer)
     start = int(snakemake.wildcards.shard) * p.shard_size
     data = read_imageset(snakemake.input.images)
-    images = data.tensor()[start:start + p.shard_size]
+    images = data.tensor()[start : start + p.shard_size]
     model = PixelDiffusion.from_pretrained(snakemake.input.model).to(resolve_device(p.device))
     features = featurize(model, images, spec, p.batch_size, noise_seed=p.featurizer["noise_seed"])
     write_arrays(

@@ -20,12 +20,40 @@ with job(snakemake.log[0]) as log:
             evaluated = ~subsets[f"heldout_{split}"]
             scores = read_arrays(path, ["scores"])["scores"][evaluated]
             outputs = stack_outputs(records, len(masks), split)[:, evaluated]
-            row, values = lds_summary(scores, masks, outputs, p.evaluate["bootstrap"], p.evaluate["ci"],
-                                      p.evaluate["seed"])
-            rows.append({"method": method, "split": split, "lambda": read_attrs(path).get("lambda"),
-                         **row, "n_train_seeds": len(p.train_seeds)})
-            per_target.append(pd.DataFrame({"method": method, "split": split,
-                                            "target": np.flatnonzero(evaluated), "lds": values}))
-            log.info("%s %s: LDS %.3f [%.3f, %.3f]", method, split, row["lds"], row["ci_low"], row["ci_high"])
+            row, values = lds_summary(
+                scores,
+                masks,
+                outputs,
+                p.evaluate["bootstrap"],
+                p.evaluate["ci"],
+                p.evaluate["seed"],
+            )
+            rows.append(
+                {
+                    "method": method,
+                    "split": split,
+                    "lambda": read_attrs(path).get("lambda"),
+                    **row,
+                    "n_train_seeds": len(p.train_seeds),
+                }
+            )
+            per_target.append(
+                pd.DataFrame(
+                    {
+                        "method": method,
+                        "split": split,
+                        "target": np.flatnonzero(evaluated),
+                        "lds": values,
+                    }
+                )
+            )
+            log.info(
+                "%s %s: LDS %.3f [%.3f, %.3f]",
+                method,
+                split,
+                row["lds"],
+                row["ci_low"],
+                row["ci_high"],
+            )
     write_csv(snakemake.output.summary, pd.DataFrame(rows))
     write_csv(snakemake.output.per_target, pd.concat(per_target))

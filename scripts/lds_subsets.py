@@ -1,7 +1,7 @@
 """Rule lds_subsets: the LDS subset masks with their seeds, and the held-out targets of each split."""
 
-from diffattr.store import read_arrays, write_npz
 from diffattr.runtime import job
+from diffattr.store import read_arrays, write_npz
 from diffattr.subsets import heldout_targets, lds_subsets
 
 with job(snakemake.log[0]) as log:

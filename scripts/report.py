@@ -9,6 +9,11 @@ from diffattr.timings import stage_timings
 with job(snakemake.log[0]):
     lds = pd.read_csv(snakemake.input.lds)
     lds_figure(lds, snakemake.output.figure)
-    write_report(snakemake.output.html, snakemake.output.figure, lds,
-                 stage_timings(snakemake.params.benchmarks), dict(snakemake.params.config),
-                 [snakemake.input.lds])
+    write_report(
+        snakemake.output.html,
+        snakemake.output.figure,
+        lds,
+        stage_timings(snakemake.params.benchmarks),
+        dict(snakemake.params.config),
+        [snakemake.input.lds],
+    )

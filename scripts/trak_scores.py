@@ -14,14 +14,27 @@ with job(snakemake.log[0]) as log:
     scorer = TrakScorer(snakemake.input.train, cfg["form"])
     targets = read_features(snakemake.input.targets)
     best, by_lambda = select_lambda(
-        lambda lam: scorer.scores(targets[heldout], lam), cfg["lambda_grid"], masks, outputs[:, heldout]
+        lambda lam: scorer.scores(targets[heldout], lam),
+        cfg["lambda_grid"],
+        masks,
+        outputs[:, heldout],
     )
-    log.info("form %s, N=%d, k=%d; held-out LDS by lambda %s; chosen %g", scorer.form, scorer.n,
-             scorer.k, by_lambda, best)
+    log.info(
+        "form %s, N=%d, k=%d; held-out LDS by lambda %s; chosen %g",
+        scorer.form,
+        scorer.n,
+        scorer.k,
+        by_lambda,
+        best,
+    )
     write_arrays(
         snakemake.output[0],
         {"scores": scorer.scores(targets, best).astype("float32")},
-        attrs={"lambda": best, "heldout_lds_by_lambda": {str(k): v for k, v in by_lambda.items()},
-               "form": scorer.form, "n_heldout_targets": int(heldout.sum())},
+        attrs={
+            "lambda": best,
+            "heldout_lds_by_lambda": {str(k): v for k, v in by_lambda.items()},
+            "form": scorer.form,
+            "n_heldout_targets": int(heldout.sum()),
+        },
         chunk_rows=256,
     )

@@ -34,8 +34,17 @@ import time
 import uuid
 from pathlib import Path
 
-SLURM_BINARIES = ("slurmctld", "slurmd", "slurmstepd", "sbatch", "srun", "squeue", "sinfo",
-                  "scontrol", "scancel")
+SLURM_BINARIES = (
+    "slurmctld",
+    "slurmd",
+    "slurmstepd",
+    "sbatch",
+    "srun",
+    "squeue",
+    "sinfo",
+    "scontrol",
+    "scancel",
+)
 MUNGE_BINARIES = ("munged", "munge", "unmunge")
 MUNGE_KEY = Path("/etc/munge/munge.key")
 MUNGE_SOCKET_DIR = Path("/run/munge")
@@ -75,8 +84,14 @@ def _tail(path: Path, lines: int = 15) -> str:
 class SlurmCluster:
     """A single-node SLURM cluster (slurmctld + slurmd, 2 fake GPUs) living in ``workdir``."""
 
-    def __init__(self, workdir: str | os.PathLike, *, gpus: int = 2, partition: str = "debug",
-                 start_timeout: float = 60.0) -> None:
+    def __init__(
+        self,
+        workdir: str | os.PathLike,
+        *,
+        gpus: int = 2,
+        partition: str = "debug",
+        start_timeout: float = 60.0,
+    ) -> None:
         self.workdir = Path(workdir).resolve()
         self.gpus = gpus
         self.partition = partition
@@ -96,8 +111,7 @@ class SlurmCluster:
         """(True, "") if this machine can run the cluster, else (False, why)."""
         missing = [b for b in SLURM_BINARIES + MUNGE_BINARIES if shutil.which(b) is None]
         if missing:
-            return False, ("missing binaries: " + ", ".join(missing)
-                           + " (apt-get install slurm-wlm munge)")
+            return False, ("missing binaries: " + ", ".join(missing) + " (apt-get install slurm-wlm munge)")
         if os.geteuid() != 0:
             return False, "needs root (slurmd runs jobs as their user; SlurmUser=root here)"
         try:
@@ -116,8 +130,7 @@ class SlurmCluster:
         try:
             return int(fields["CPUs"]), int(fields["RealMemory"])
         except (KeyError, ValueError) as err:
-            raise SlurmClusterError(f"cannot parse `slurmd -C`: {out.stdout!r} {out.stderr!r}"
-                                    ) from err
+            raise SlurmClusterError(f"cannot parse `slurmd -C`: {out.stdout!r} {out.stderr!r}") from err
 
     def _make_fake_gpu(self, index: int) -> Path:
         """An empty device file for gres.conf's File=.
@@ -192,8 +205,7 @@ PartitionName={self.partition} Nodes={self.host} Default=YES MaxTime=INFINITE St
 OverSubscribe=NO
 """
         self.conf.write_text(conf)
-        (w / "gres.conf").write_text(
-            f"NodeName={self.host} Name=gpu File={','.join(devices)}\n")
+        (w / "gres.conf").write_text(f"NodeName={self.host} Name=gpu File={','.join(devices)}\n")
         (w / "plugstack.conf").write_text("")
         return self.conf
 
@@ -205,8 +217,11 @@ OverSubscribe=NO
         if not MUNGE_KEY.exists():
             MUNGE_KEY.parent.mkdir(parents=True, exist_ok=True)
             if shutil.which("mungekey"):
-                subprocess.run(["mungekey", "--create", "--keyfile", str(MUNGE_KEY)],
-                               check=True, capture_output=True)
+                subprocess.run(
+                    ["mungekey", "--create", "--keyfile", str(MUNGE_KEY)],
+                    check=True,
+                    capture_output=True,
+                )
             else:
                 MUNGE_KEY.write_bytes(os.urandom(1024))
         os.chown(MUNGE_KEY.parent, munge_user.pw_uid, munge_user.pw_gid)
@@ -220,9 +235,14 @@ OverSubscribe=NO
         log = open(self.log_dir / "munged.out", "ab")  # noqa: SIM115 (kept with the process)
         proc = subprocess.Popen(
             ["munged", "--foreground", "--force"],
-            user=munge_user.pw_uid, group=munge_user.pw_gid, extra_groups=[],
-            stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-            start_new_session=True, cwd="/",
+            user=munge_user.pw_uid,
+            group=munge_user.pw_gid,
+            extra_groups=[],
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            cwd="/",
         )
         log.close()
         self._procs["munged"] = proc
@@ -234,15 +254,24 @@ OverSubscribe=NO
             if proc.poll() is not None:
                 break
             time.sleep(0.2)
-        raise SlurmClusterError("munged did not come up:\n" + _tail(self.log_dir / "munged.out")
-                                + "\n" + _tail(Path("/var/log/munge/munged.log")))
+        raise SlurmClusterError(
+            "munged did not come up:\n"
+            + _tail(self.log_dir / "munged.out")
+            + "\n"
+            + _tail(Path("/var/log/munge/munged.log"))
+        )
 
     # ---------------------------------------------------------------- daemons
     def _spawn(self, name: str, argv: list[str]) -> None:
         log = open(self.log_dir / f"{name}.out", "ab")  # noqa: SIM115
         self._procs[name] = subprocess.Popen(
-            argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-            env=self.env(), start_new_session=True, cwd=self.workdir,
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=self.env(),
+            start_new_session=True,
+            cwd=self.workdir,
         )
         log.close()
 
@@ -275,19 +304,23 @@ OverSubscribe=NO
             if proc is not None and proc.poll() is not None:
                 raise SlurmClusterError(
                     f"{proc_name} exited with {proc.returncode} while waiting for {what}:\n"
-                    + _tail(self.log_dir / f"{proc_name}.out") + "\n"
-                    + _tail(self.log_dir / f"{proc_name}.log"))
+                    + _tail(self.log_dir / f"{proc_name}.out")
+                    + "\n"
+                    + _tail(self.log_dir / f"{proc_name}.log")
+                )
             if ready():
                 return
             time.sleep(0.5)
         raise SlurmClusterError(
             f"timed out after {self.start_timeout:.0f}s waiting for {what}:\n"
-            + _tail(self.log_dir / f"{proc_name}.log") + "\n" + self._node_info())
+            + _tail(self.log_dir / f"{proc_name}.log")
+            + "\n"
+            + self._node_info()
+        )
 
     def _run(self, argv: list[str], timeout: float = 20) -> subprocess.CompletedProcess:
         try:
-            return subprocess.run(argv, capture_output=True, text=True, env=self.env(),
-                                  timeout=timeout)
+            return subprocess.run(argv, capture_output=True, text=True, env=self.env(), timeout=timeout)
         except subprocess.TimeoutExpired:
             return subprocess.CompletedProcess(argv, 124, "", "timeout")
 
@@ -302,8 +335,7 @@ OverSubscribe=NO
         return self._run(["scontrol", "show", "node", self.host]).stdout
 
     def running(self) -> bool:
-        return all(n in self._procs and self._procs[n].poll() is None
-                   for n in ("slurmctld", "slurmd"))
+        return all(n in self._procs and self._procs[n].poll() is None for n in ("slurmctld", "slurmd"))
 
     # -------------------------------------------------------------- interface
     def env(self, base: dict[str, str] | None = None) -> dict[str, str]:
@@ -372,5 +404,7 @@ OverSubscribe=NO
         self.stop()
 
     def __repr__(self) -> str:
-        return (f"SlurmCluster({str(self.workdir)!r}, name={self.cluster_name}, "
-                f"ports={self.ctld_port}/{self.slurmd_port}, running={self.running()})")
+        return (
+            f"SlurmCluster({str(self.workdir)!r}, name={self.cluster_name}, "
+            f"ports={self.ctld_port}/{self.slurmd_port}, running={self.running()})"
+        )

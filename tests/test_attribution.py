@@ -11,7 +11,7 @@ def write_shards(tmp_path, phi, sizes):
     paths, start = [], 0
     for i, size in enumerate(sizes):
         path = tmp_path / f"{i}.zarr"
-        write_arrays(path, {"features": phi[start:start + size].astype(np.float32)})
+        write_arrays(path, {"features": phi[start : start + size].astype(np.float32)})
         paths.append(path)
         start += size
     return paths

@@ -25,13 +25,27 @@ def test_embedded_default_and_presets_validate_with_defaults_filled():
     "change, expected",
     [
         (lambda c: c["lds"].update(alpha=1.5), "config key 'lds.alpha': 1.5 is greater than"),
-        (lambda c: c["lds"].update(num_subset=3), "config key 'lds': unknown key(s) ['num_subset']"),
-        (lambda c: c["train"].update(steps="many"), "config key 'train.steps': 'many' is not of type"),
+        (
+            lambda c: c["lds"].update(num_subset=3),
+            "config key 'lds': unknown key(s) ['num_subset']",
+        ),
+        (
+            lambda c: c["train"].update(steps="many"),
+            "config key 'train.steps': 'many' is not of type",
+        ),
         (lambda c: c.update(device="tpu"), "config key 'device': 'tpu' is not one of"),
-        (lambda c: c["featurizers"]["trak"].update(output="hinge"), "config key 'featurizers.trak.output'"),
-        (lambda c: c["methods"].update(X={"kind": "trak", "featurizer": "nope"}),
-         "config key 'methods.X.featurizer': 'nope' is not defined"),
-        (lambda c: c["model"].update(up_block_types=["UpBlock2D"]), "config key 'model.up_block_types'"),
+        (
+            lambda c: c["featurizers"]["trak"].update(output="hinge"),
+            "config key 'featurizers.trak.output'",
+        ),
+        (
+            lambda c: c["methods"].update(X={"kind": "trak", "featurizer": "nope"}),
+            "config key 'methods.X.featurizer': 'nope' is not defined",
+        ),
+        (
+            lambda c: c["model"].update(up_block_types=["UpBlock2D"]),
+            "config key 'model.up_block_types'",
+        ),
     ],
 )
 def test_bad_config_gives_one_line_naming_the_key(change, expected):

@@ -32,8 +32,10 @@ def fake_cifar10(path, per_batch=40):
     rng = np.random.default_rng(0)
     with tarfile.open(path, "w:gz") as tar:
         for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
-            batch = {b"data": rng.integers(0, 256, (per_batch, 3072), dtype=np.uint8),
-                     b"labels": list(np.arange(per_batch) % 10)}
+            batch = {
+                b"data": rng.integers(0, 256, (per_batch, 3072), dtype=np.uint8),
+                b"labels": list(np.arange(per_batch) % 10),
+            }
             payload = pickle.dumps(batch)
             info = tarfile.TarInfo(f"cifar-10-batches-py/{name}")
             info.size = len(payload)

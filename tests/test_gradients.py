@@ -42,6 +42,10 @@ def test_featurize_projects_the_per_sample_gradients(tiny_model, tiny_images):
     expected = torch.stack([plain_loop_gradient(tiny_model, img, spec) for img in tiny_images])
     np.testing.assert_allclose(features, projector.project(expected).numpy(), rtol=1e-3, atol=1e-5)
     # Shards of the same split give the same rows as one pass over it.
-    again = np.concatenate([featurize(tiny_model, tiny_images[:2], spec, 1),
-                            featurize(tiny_model, tiny_images[2:], spec, 3)])
+    again = np.concatenate(
+        [
+            featurize(tiny_model, tiny_images[:2], spec, 1),
+            featurize(tiny_model, tiny_images[2:], spec, 3),
+        ]
+    )
     np.testing.assert_allclose(again, features, rtol=1e-4, atol=1e-5)

@@ -53,6 +53,7 @@ def test_select_lambda_uses_only_what_it_is_given():
 
 
 def test_stack_outputs_averages_seeds_per_subset():
-    records = [{"subset": m, "val": np.array([m + s]), "gen": np.array([0.0])}
-               for m in range(3) for s in (0, 1)]
+    records = [
+        {"subset": m, "val": np.array([m + s]), "gen": np.array([0.0])} for m in range(3) for s in (0, 1)
+    ]
     np.testing.assert_allclose(stack_outputs(records, 3, "val")[:, 0], [0.5, 1.5, 2.5])

@@ -10,23 +10,44 @@ from diffattr.outputs import evenly_spaced_timesteps, measure_loss
 from diffattr.sampling import ddim_sample
 from diffattr.training import checkpoint_steps, total_steps, train
 
-TRAIN = {"steps": 30, "epochs": None, "batch_size": 4, "lr": 1e-3, "betas": [0.9, 0.999],
-         "weight_decay": 0.0, "grad_clip": 1.0, "lr_schedule": "cosine", "warmup_fraction": 0.1,
-         "ema": True, "ema_max_decay": 0.995, "checkpoints": 2, "seeds": [0]}
+TRAIN = {
+    "steps": 30,
+    "epochs": None,
+    "batch_size": 4,
+    "lr": 1e-3,
+    "betas": [0.9, 0.999],
+    "weight_decay": 0.0,
+    "grad_clip": 1.0,
+    "lr_schedule": "cosine",
+    "warmup_fraction": 0.1,
+    "ema": True,
+    "ema_max_decay": 0.995,
+    "checkpoints": 2,
+    "seeds": [0],
+}
 
 
 def test_training_lowers_the_loss_saves_checkpoints_and_reloads(tiny_model, tiny_images, tmp_path):
     timesteps = evenly_spaced_timesteps(20, 1000)
     before = measure_loss(tiny_model, tiny_images, timesteps, [0], 64).mean()
-    record = train(tiny_model, tiny_images, {**TRAIN, "steps": 150}, seed=0, device=torch.device("cpu"),
-                   checkpoint_dir=tmp_path / "checkpoints")
+    record = train(
+        tiny_model,
+        tiny_images,
+        {**TRAIN, "steps": 150},
+        seed=0,
+        device=torch.device("cpu"),
+        checkpoint_dir=tmp_path / "checkpoints",
+    )
     after = measure_loss(tiny_model, tiny_images, timesteps, [0], 64).mean()
     assert after < before
     assert [c["step"] for c in record.checkpoints] == [75, 150]
     tiny_model.save_pretrained(tmp_path / "model")
     loaded = PixelDiffusion.from_pretrained(tmp_path / "model")
-    np.testing.assert_allclose(measure_loss(loaded, tiny_images, timesteps, [0], 64),
-                               measure_loss(tiny_model, tiny_images, timesteps, [0], 64), rtol=1e-6)
+    np.testing.assert_allclose(
+        measure_loss(loaded, tiny_images, timesteps, [0], 64),
+        measure_loss(tiny_model, tiny_images, timesteps, [0], 64),
+        rtol=1e-6,
+    )
     assert json.loads((tmp_path / "checkpoints/step75/unet/config.json").read_text())["sample_size"] == 8
 
 
@@ -37,8 +58,10 @@ def test_same_seed_same_model(tiny_images):
     losses = []
     for _ in range(2):
         torch.manual_seed(0)
-        model = PixelDiffusion(build_unet(TINY_MODEL, 8, 1), build_scheduler(
-            {"num_train_timesteps": 1000, "beta_schedule": "linear"}))
+        model = PixelDiffusion(
+            build_unet(TINY_MODEL, 8, 1),
+            build_scheduler({"num_train_timesteps": 1000, "beta_schedule": "linear"}),
+        )
         train(model, tiny_images, TRAIN, seed=4, device=torch.device("cpu"))
         losses.append(measure_loss(model, tiny_images, np.array([10, 500]), [0, 1], 64))
     np.testing.assert_array_equal(losses[0], losses[1])
@@ -47,7 +70,7 @@ def test_same_seed_same_model(tiny_images):
 def test_sampling_gives_each_image_its_own_seed(tiny_model):
     seeds = np.array([11, 12, 13])
     together = ddim_sample(tiny_model, seeds, 5, 0.0, batch_size=3)
-    apart = np.concatenate([ddim_sample(tiny_model, seeds[i:i + 1], 5, 0.0, 1) for i in range(3)])
+    apart = np.concatenate([ddim_sample(tiny_model, seeds[i : i + 1], 5, 0.0, 1) for i in range(3)])
     assert together.dtype == np.uint8 and together.shape == (3, 1, 8, 8)
     assert np.abs(together.astype(int) - apart.astype(int)).max() <= 1
 

@@ -13,8 +13,11 @@ def test_inner_products_within_jl_bounds(kind):
     rng = torch.Generator().manual_seed(0)
     x = torch.randn(20, 5000, generator=rng)
     k = 2048
-    projector = (SparseProjector(5000, k, seed=1) if kind == "sjlt"
-                 else RandomProjector(5000, k, kind, seed=1, block_rows=1024))
+    projector = (
+        SparseProjector(5000, k, seed=1)
+        if kind == "sjlt"
+        else RandomProjector(5000, k, kind, seed=1, block_rows=1024)
+    )
     projected = projector.project(x)
     exact = x @ x.T
     approx = projected @ projected.T

@@ -43,7 +43,16 @@ def test_tiny_run_writes_every_declared_output(tiny_run):
     out = tiny_run / "results" / "tiny"
     lds = pd.read_csv(out / "metrics" / "lds.csv")
     assert set(lds["method"]) == {"TRAK", "D-TRAK", "pixel"} and set(lds["split"]) == {"val", "gen"}
-    assert {"method", "split", "lds", "ci_low", "ci_high", "lambda", "n_targets", "n_subsets"} <= set(lds)
+    assert {
+        "method",
+        "split",
+        "lds",
+        "ci_low",
+        "ci_high",
+        "lambda",
+        "n_targets",
+        "n_subsets",
+    } <= set(lds)
     assert (lds["n_subsets"] == 4).all()
     assert (out / "report" / "index.html").is_file() and (out / "report" / "figures" / "lds.png").is_file()
     assert not list(out.rglob(".*.tmp-*")), "a temporary output was left behind"
@@ -65,9 +74,13 @@ def test_changing_gradient_timesteps_reruns_only_what_depends_on_them(tiny_run):
 def test_killed_training_job_leaves_nothing_complete_and_rerun_redoes_only_it(tmp_path):
     workdir = make_workspace(tmp_path, {**TINY, "train": {"steps": 4000, "batch_size": 16}})
     target = "results/tiny/models/full/seed0"
-    driver = subprocess.Popen([*SNAKEMAKE, "-d", str(workdir), "--cores", "1", target],
-                              cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                              start_new_session=True)
+    driver = subprocess.Popen(
+        [*SNAKEMAKE, "-d", str(workdir), "--cores", "1", target],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     log = workdir / "results/tiny/logs/train_full/seed0.log"
     deadline = time.time() + 300
     while time.time() < deadline and "step" not in (log.read_text() if log.exists() else ""):

@@ -20,8 +20,10 @@ TINY = {
     "train": {"steps": 20, "batch_size": 16, "checkpoints": 1},
     "lds": {"num_subsets": 4, "timesteps": 10},
     "generate": {"num_images": 8, "num_inference_steps": 5},
-    "featurizers": {"trak": {"output": "loss", "timesteps": 5, "dim": 64},
-                    "dtrak": {"output": "squared_norm", "timesteps": 5, "dim": 64}},
+    "featurizers": {
+        "trak": {"output": "loss", "timesteps": 5, "dim": 64},
+        "dtrak": {"output": "squared_norm", "timesteps": 5, "dim": 64},
+    },
     "featurize": {"shard_size": 20},
     "evaluate": {"bootstrap": 50},
 }
@@ -44,11 +46,20 @@ def make_workspace(path: Path, overrides: dict | None = None) -> Path:
     return path
 
 
-def snakemake(workdir: Path, *args: str, check: bool = True, timeout: float = 1800) -> subprocess.CompletedProcess:
-    result = subprocess.run([*SNAKEMAKE, "-d", str(workdir), *args], capture_output=True, text=True,
-                            timeout=timeout, cwd=ROOT)
+def snakemake(
+    workdir: Path, *args: str, check: bool = True, timeout: float = 1800
+) -> subprocess.CompletedProcess:
+    result = subprocess.run(
+        [*SNAKEMAKE, "-d", str(workdir), *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=ROOT,
+    )
     if check and result.returncode != 0:
-        raise AssertionError(f"snakemake {' '.join(args)} failed:\n{result.stdout[-4000:]}\n{result.stderr[-4000:]}")
+        raise AssertionError(
+            f"snakemake {' '.join(args)} failed:\n{result.stdout[-4000:]}\n{result.stderr[-4000:]}"
+        )
     return result
 
 

@@ -1,4 +1,4 @@
-"""Attribution scores (targets x train): TRAK / D-TRAK from projected gradient shards, and pixel similarity."""
+"""Attribution scores (targets x train): TRAK / D-TRAK from gradient shards, and pixel similarity."""
 
 from __future__ import annotations
 
@@ -54,8 +54,8 @@ class TrakScorer:
             for j in range(i, len(self.shards)):
                 b = a if j == i else self._load(j)
                 block = a @ b.T
-                kernel[off[i]:off[i + 1], off[j]:off[j + 1]] = block
-                kernel[off[j]:off[j + 1], off[i]:off[i + 1]] = block.T
+                kernel[off[i] : off[i + 1], off[j] : off[j + 1]] = block
+                kernel[off[j] : off[j + 1], off[i] : off[i + 1]] = block.T
         return kernel
 
     def _primal_kernel(self) -> np.ndarray:
@@ -77,7 +77,7 @@ class TrakScorer:
         if self.form == "dual":
             cross = np.zeros((len(targets), self.n))
             for i in range(len(self.shards)):
-                cross[:, off[i]:off[i + 1]] = targets @ self._load(i).T
+                cross[:, off[i] : off[i + 1]] = targets @ self._load(i).T
             return ((cross @ self.eigvecs) * inv) @ self.eigvecs.T
         weighted = ((targets @ self.eigvecs) * inv) @ self.eigvecs.T
         return np.concatenate([weighted @ self._load(i).T for i in range(len(self.shards))], axis=1)
@@ -85,6 +85,7 @@ class TrakScorer:
 
 def pixel_similarity(targets: np.ndarray, train: np.ndarray) -> np.ndarray:
     """Cosine similarity of raw pixels in [-1, 1]: the similarity baseline of D-TRAK's tables."""
+
     def unit(x: np.ndarray) -> np.ndarray:
         flat = x.reshape(len(x), -1).astype(np.float64) / 127.5 - 1.0
         return flat / np.maximum(np.linalg.norm(flat, axis=1, keepdims=True), 1e-12)

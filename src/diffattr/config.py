@@ -76,8 +76,6 @@ def _check_references(config: dict) -> None:
             "config key 'model.down_block_types': needs one entry per 'model.block_out_channels'"
         )
     if len(model["up_block_types"]) != len(model["block_out_channels"]):
-        raise InputError(
-            "config key 'model.up_block_types': needs one entry per 'model.block_out_channels'"
-        )
+        raise InputError("config key 'model.up_block_types': needs one entry per 'model.block_out_channels'")
     if config["data"]["source"] == "cifar10" and len(config["data"]["classes"]) < 2:
         raise InputError("config key 'data.classes': give at least two classes")

@@ -1,4 +1,4 @@
-"""Datasets as uint8 image arrays: scikit-learn digits (ships with the package) and CIFAR-10 from a local tarball."""
+"""Datasets as uint8 image arrays: scikit-learn digits (shipped with it) and CIFAR-10 from a local tarball."""
 
 from __future__ import annotations
 
@@ -38,8 +38,13 @@ def per_class_counts(n: int, n_classes: int) -> list[int]:
     return [n // n_classes + (1 if c < n % n_classes else 0) for c in range(n_classes)]
 
 
-def stratified_pick(labels: np.ndarray, classes: list[int], counts: list[int],
-                    rng: np.random.Generator, exclude: np.ndarray | None = None) -> np.ndarray:
+def stratified_pick(
+    labels: np.ndarray,
+    classes: list[int],
+    counts: list[int],
+    rng: np.random.Generator,
+    exclude: np.ndarray | None = None,
+) -> np.ndarray:
     """Indices with `counts[c]` random items of each class, sorted; `exclude` marks unavailable ones."""
     chosen = []
     for cls, count in zip(classes, counts, strict=True):
@@ -67,9 +72,10 @@ def load_digits_splits(classes: list[int], n_train: int, n_val: int, seed: int) 
     return {split: _subset(images, labels, idx, classes) for split, idx in (("train", train), ("val", val))}
 
 
-def load_cifar10_splits(path: str | Path, classes: list[int], n_train: int, n_val: int,
-                        seed: int) -> dict[str, ImageSet]:
-    """CIFAR-10 from the standard `cifar-10-python.tar.gz`: train from its train split, val from its test split.
+def load_cifar10_splits(
+    path: str | Path, classes: list[int], n_train: int, n_val: int, seed: int
+) -> dict[str, ImageSet]:
+    """CIFAR-10 from the standard `cifar-10-python.tar.gz`: train from its train split, val from its test one.
 
     With classes [1, 7], n_train 5000, n_val 1000, seed 42 this is D-TRAK's CIFAR-2.
     """
@@ -115,7 +121,12 @@ def _subset(images: np.ndarray, labels: np.ndarray, idx: np.ndarray, classes: li
 
 def load_splits(data_config: dict) -> dict[str, ImageSet]:
     """Build the train and val splits named by the `data` section of the config."""
-    args = (data_config["classes"], data_config["n_train"], data_config["n_val"], data_config["seed"])
+    args = (
+        data_config["classes"],
+        data_config["n_train"],
+        data_config["n_val"],
+        data_config["seed"],
+    )
     if data_config["source"] == "digits":
         return load_digits_splits(*args)
     if data_config["source"] == "cifar10":

@@ -46,14 +46,23 @@ class TimestepAveragedGradient:
     timestep fixed (seed = noise_seed * 1000 + t) and shared by every sample, train or target.
     """
 
-    def __init__(self, model: PixelDiffusion, spec: FeaturizerSpec, noise_seed: int = 0,
-                 timestep_batch: int = 256) -> None:
+    def __init__(
+        self,
+        model: PixelDiffusion,
+        spec: FeaturizerSpec,
+        noise_seed: int = 0,
+        timestep_batch: int = 256,
+    ) -> None:
         self.model, self.spec, self.timestep_batch = model, spec, timestep_batch
         self.fn = output_function(spec.output)
         self.params = model.trainable_parameters()
         num_train = model.scheduler.config.num_train_timesteps
         self.timesteps = torch.from_numpy(evenly_spaced_timesteps(spec.timesteps, num_train))
-        shape = (model.unet.config.in_channels, model.unet.config.sample_size, model.unet.config.sample_size)
+        shape = (
+            model.unet.config.in_channels,
+            model.unet.config.sample_size,
+            model.unet.config.sample_size,
+        )
         self.noise = torch.stack([fixed_noise(noise_seed, t, shape) for t in self.timesteps.tolist()])
         self.alphas_cumprod = model.scheduler.alphas_cumprod
 
@@ -65,17 +74,23 @@ class TimestepAveragedGradient:
             p.grad = None
         k_total = len(self.timesteps)
         for start in range(0, k_total, self.timestep_batch):
-            t = self.timesteps[start:start + self.timestep_batch].to(device)
-            noise = self.noise[start:start + self.timestep_batch].to(device)
+            t = self.timesteps[start : start + self.timestep_batch].to(device)
+            noise = self.noise[start : start + self.timestep_batch].to(device)
             x_t = self.model.add_noise(x0.expand_as(noise), noise, t)
             value = self.fn(self.model.predict_noise(x_t, t), noise, t, self.alphas_cumprod)
             (value.sum() / k_total).backward()
         return torch.cat([p.grad.reshape(-1) for p in self.params])
 
 
-def featurize(model: PixelDiffusion, images: torch.Tensor, spec: FeaturizerSpec, batch_size: int,
-              noise_seed: int = 0, projector: RandomProjector | SparseProjector | None = None,
-              stats: dict[str, float] | None = None) -> np.ndarray:
+def featurize(
+    model: PixelDiffusion,
+    images: torch.Tensor,
+    spec: FeaturizerSpec,
+    batch_size: int,
+    noise_seed: int = 0,
+    projector: RandomProjector | SparseProjector | None = None,
+    stats: dict[str, float] | None = None,
+) -> np.ndarray:
     """Projected timestep-averaged gradients of every image: (N, k) float32.
 
     `stats`, if given, receives the seconds spent in gradients and in projection.
@@ -88,12 +103,17 @@ def featurize(model: PixelDiffusion, images: torch.Tensor, spec: FeaturizerSpec,
     start_time = time.perf_counter()
     for start in range(0, len(images), batch_size):
         tick = time.perf_counter()
-        rows = torch.stack([gradient(img) for img in images[start:start + batch_size]])
+        rows = torch.stack([gradient(img) for img in images[start : start + batch_size]])
         tock = time.perf_counter()
-        out[start:start + len(rows)] = projector.project(rows).numpy()
+        out[start : start + len(rows)] = projector.project(rows).numpy()
         seconds["gradient_s"] += tock - tick
         seconds["projection_s"] += time.perf_counter() - tock
-        log.info("featurized %d/%d  %.1fs", start + len(rows), len(images), time.perf_counter() - start_time)
+        log.info(
+            "featurized %d/%d  %.1fs",
+            start + len(rows),
+            len(images),
+            time.perf_counter() - start_time,
+        )
     if stats is not None:
         stats.update(seconds)
     return out

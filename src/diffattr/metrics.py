@@ -1,4 +1,4 @@
-"""The linear datamodeling score (LDS), its bootstrap confidence interval, and damping selection on held-out targets."""
+"""The linear datamodeling score (LDS), its bootstrap CI, and damping selection on held-out targets."""
 
 from __future__ import annotations
 
@@ -39,11 +39,13 @@ def bootstrap_ci(values: np.ndarray, n_boot: int, level: float, seed: int) -> tu
     return float(low), float(high)
 
 
-def select_lambda(score_fn, lambda_grid: list[float], masks: np.ndarray,
-                  outputs_heldout: np.ndarray) -> tuple[float, dict[float, float]]:
+def select_lambda(
+    score_fn, lambda_grid: list[float], masks: np.ndarray, outputs_heldout: np.ndarray
+) -> tuple[float, dict[float, float]]:
     """The damping with the best mean LDS on held-out targets; `score_fn(lam)` gives their scores."""
-    results = {lam: float(np.nanmean(lds_per_target(score_fn(lam), masks, outputs_heldout)))
-               for lam in lambda_grid}
+    results = {
+        lam: float(np.nanmean(lds_per_target(score_fn(lam), masks, outputs_heldout))) for lam in lambda_grid
+    }
     best = max(results, key=lambda lam: (np.nan_to_num(results[lam], nan=-np.inf), -lam))
     return best, results
 
@@ -62,11 +64,17 @@ def stack_outputs(records: list[dict[str, np.ndarray]], num_subsets: int, split:
     return np.stack([sums[m] / counts[m] for m in range(num_subsets)])
 
 
-def lds_summary(scores: np.ndarray, masks: np.ndarray, outputs: np.ndarray, n_boot: int, level: float,
-                seed: int) -> tuple[dict, np.ndarray]:
+def lds_summary(
+    scores: np.ndarray, masks: np.ndarray, outputs: np.ndarray, n_boot: int, level: float, seed: int
+) -> tuple[dict, np.ndarray]:
     """The LDS row (mean over targets, bootstrap CI, counts) and the per-target values."""
     values = lds_per_target(scores, masks, outputs)
     low, high = bootstrap_ci(values, n_boot, level, seed)
-    row = {"lds": float(np.nanmean(values)), "ci_low": low, "ci_high": high,
-           "n_targets": int(len(values)), "n_subsets": int(len(masks))}
+    row = {
+        "lds": float(np.nanmean(values)),
+        "ci_low": low,
+        "ci_high": high,
+        "n_targets": int(len(values)),
+        "n_subsets": int(len(masks)),
+    }
     return row, values

@@ -50,13 +50,18 @@ def evenly_spaced_timesteps(count: int, num_train_timesteps: int) -> np.ndarray:
 
 
 def fixed_noise(noise_seed: int, t: int, shape: tuple[int, ...]) -> torch.Tensor:
-    """The noise drawn at timestep t for noise seed e (seed e * 1000 + t), shared by all samples and models."""
+    """The noise at timestep t for noise seed e (seed e * 1000 + t), shared by all samples and models."""
     return torch.randn(shape, generator=torch.Generator().manual_seed(noise_seed * 1000 + int(t)))
 
 
 @torch.no_grad()
-def measure_loss(model: PixelDiffusion, images: torch.Tensor, timesteps: np.ndarray,
-                 noise_seeds: list[int], batch_size: int) -> np.ndarray:
+def measure_loss(
+    model: PixelDiffusion,
+    images: torch.Tensor,
+    timesteps: np.ndarray,
+    noise_seeds: list[int],
+    batch_size: int,
+) -> np.ndarray:
     """Diffusion loss of every image averaged over the given timesteps and noise seeds: shape (N,)."""
     unet = model.unet.eval()
     x0_all = model.encode(images.to(model.device))
@@ -65,9 +70,9 @@ def measure_loss(model: PixelDiffusion, images: torch.Tensor, timesteps: np.ndar
         for t in timesteps:
             noise = fixed_noise(e, t, tuple(x0_all.shape[1:])).to(model.device)
             for start in range(0, len(x0_all), batch_size):
-                x0 = x0_all[start:start + batch_size]
+                x0 = x0_all[start : start + batch_size]
                 tt = torch.full((len(x0),), int(t), device=model.device, dtype=torch.long)
                 eps = noise.expand_as(x0)
                 pred = unet(model.add_noise(x0, eps, tt), tt).sample
-                total[start:start + len(x0)] += _flat(pred - eps).pow(2).mean(1).double().cpu()
+                total[start : start + len(x0)] += _flat(pred - eps).pow(2).mean(1).double().cpu()
     return (total / (len(noise_seeds) * len(timesteps))).numpy()

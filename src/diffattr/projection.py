@@ -19,8 +19,15 @@ class RandomProjector:
     `cache_bytes`, else regenerated block by block at each call (same numbers either way).
     """
 
-    def __init__(self, dim_in: int, dim_out: int, kind: str, seed: int, block_rows: int = 16384,
-                 cache_bytes: int = 2 << 30) -> None:
+    def __init__(
+        self,
+        dim_in: int,
+        dim_out: int,
+        kind: str,
+        seed: int,
+        block_rows: int = 16384,
+        cache_bytes: int = 2 << 30,
+    ) -> None:
         if kind not in DENSE:
             raise InputError(f"unknown dense projection {kind!r}; known: {list(DENSE)}")
         self.dim_in, self.dim_out, self.kind, self.seed = dim_in, dim_out, kind, seed
@@ -50,7 +57,7 @@ class RandomProjector:
         out = torch.zeros(rows.shape[0], self.dim_out)
         for i in range(self.num_blocks):
             block = self._blocks[i] if self._blocks is not None else self._block(i)
-            out.addmm_(rows[:, i * self.block_rows:(i + 1) * self.block_rows], block)
+            out.addmm_(rows[:, i * self.block_rows : (i + 1) * self.block_rows], block)
         return out
 
 

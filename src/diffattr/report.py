@@ -38,8 +38,14 @@ def lds_figure(lds: pd.DataFrame, path: str | Path) -> None:
     plt.close(fig)
 
 
-def write_report(path: str | Path, figure: str | Path, lds: pd.DataFrame, timings: pd.DataFrame,
-                 config: dict, sources: list[str]) -> None:
+def write_report(
+    path: str | Path,
+    figure: str | Path,
+    lds: pd.DataFrame,
+    timings: pd.DataFrame,
+    config: dict,
+    sources: list[str],
+) -> None:
     """index.html beside figures/: the LDS chart and table, stage timings, config, inputs."""
     rel_figure = Path(figure).relative_to(Path(path).parent)
     body = f"""<!doctype html><html><head><meta charset="utf-8">

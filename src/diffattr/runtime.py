@@ -1,4 +1,4 @@
-"""Per-job setup for workflow scripts: log to the rule's log file, set threads, turn bad input into one line."""
+"""Per-job setup for workflow scripts: log to the rule's log file, set threads, bad input as one line."""
 
 from __future__ import annotations
 

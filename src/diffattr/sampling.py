@@ -15,8 +15,9 @@ def initial_noise(seeds: np.ndarray, shape: tuple[int, ...]) -> torch.Tensor:
 
 
 @torch.no_grad()
-def ddim_sample(model: PixelDiffusion, seeds: np.ndarray, num_inference_steps: int, eta: float,
-                batch_size: int) -> np.ndarray:
+def ddim_sample(
+    model: PixelDiffusion, seeds: np.ndarray, num_inference_steps: int, eta: float, batch_size: int
+) -> np.ndarray:
     """Images (N, C, H, W) as uint8, one per seed; with eta 0 the sampler is deterministic."""
     unet = model.unet.eval()
     cfg = unet.config
@@ -25,7 +26,7 @@ def ddim_sample(model: PixelDiffusion, seeds: np.ndarray, num_inference_steps: i
     shape = (cfg.in_channels, cfg.sample_size, cfg.sample_size)
     out = []
     for start in range(0, len(seeds), batch_size):
-        batch_seeds = seeds[start:start + batch_size]
+        batch_seeds = seeds[start : start + batch_size]
         x = initial_noise(batch_seeds, shape).to(model.device)
         generator = torch.Generator().manual_seed(int(batch_seeds[0]))
         for t in ddim.timesteps:

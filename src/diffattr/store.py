@@ -43,8 +43,12 @@ def _remove(path: Path) -> None:
         path.unlink()
 
 
-def write_arrays(path: str | Path, arrays: dict[str, np.ndarray], attrs: dict | None = None,
-                 chunk_rows: int | None = None) -> None:
+def write_arrays(
+    path: str | Path,
+    arrays: dict[str, np.ndarray],
+    attrs: dict | None = None,
+    chunk_rows: int | None = None,
+) -> None:
     """Write named arrays (and JSON attributes) to a zarr group atomically, chunked by row."""
     with atomic_path(path) as tmp:
         group = zarr.open_group(str(tmp), mode="w")

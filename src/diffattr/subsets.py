@@ -5,7 +5,9 @@ from __future__ import annotations
 import numpy as np
 
 
-def lds_subsets(labels: np.ndarray, num_subsets: int, alpha: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+def lds_subsets(
+    labels: np.ndarray, num_subsets: int, alpha: float, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
     """Boolean masks (num_subsets, N), each keeping a fraction `alpha` of every class; and their seeds."""
     seeds = np.random.SeedSequence(seed).generate_state(num_subsets).astype(np.int64)
     masks = np.zeros((num_subsets, len(labels)), dtype=bool)

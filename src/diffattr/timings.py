@@ -13,14 +13,24 @@ def stage_timings(benchmarks: str | Path) -> pd.DataFrame:
     rows = []
     for path in sorted(Path(benchmarks).glob("*/*.tsv")):
         bench = pd.read_csv(path, sep="\t")
-        rows.append({"stage": path.parent.name, "s": float(bench["s"].iloc[0]),
-                     "max_rss_mb": float(pd.to_numeric(bench["max_rss"], errors="coerce").iloc[0])})
+        rows.append(
+            {
+                "stage": path.parent.name,
+                "s": float(bench["s"].iloc[0]),
+                "max_rss_mb": float(pd.to_numeric(bench["max_rss"], errors="coerce").iloc[0]),
+            }
+        )
     if not rows:
         return pd.DataFrame(columns=["stage", "jobs", "total_s", "longest_s", "peak_rss_mb"])
     frame = pd.DataFrame(rows)
     return (
         frame.groupby("stage", sort=False)
-        .agg(jobs=("s", "size"), total_s=("s", "sum"), longest_s=("s", "max"), peak_rss_mb=("max_rss_mb", "max"))
+        .agg(
+            jobs=("s", "size"),
+            total_s=("s", "sum"),
+            longest_s=("s", "max"),
+            peak_rss_mb=("max_rss_mb", "max"),
+        )
         .reset_index()
         .round(1)
     )

@@ -10,7 +10,10 @@ from pathlib import Path
 
 import torch
 from accelerate import Accelerator
-from diffusers.optimization import get_cosine_schedule_with_warmup, get_constant_schedule_with_warmup
+from diffusers.optimization import (
+    get_constant_schedule_with_warmup,
+    get_cosine_schedule_with_warmup,
+)
 from diffusers.training_utils import EMAModel
 
 from diffattr.models import PixelDiffusion
@@ -42,8 +45,14 @@ def checkpoint_steps(steps: int, count: int) -> list[int]:
     return sorted({round(steps * (i + 1) / count) for i in range(count)}) if count else []
 
 
-def train(model: PixelDiffusion, images: torch.Tensor, train_config: dict, seed: int,
-          device: torch.device, checkpoint_dir: Path | None = None) -> TrainingRecord:
+def train(
+    model: PixelDiffusion,
+    images: torch.Tensor,
+    train_config: dict,
+    seed: int,
+    device: torch.device,
+    checkpoint_dir: Path | None = None,
+) -> TrainingRecord:
     """Train `model` in place on `images` in [-1, 1]; with EMA, the EMA weights are left in the model."""
     torch.manual_seed(seed)
     accelerator = Accelerator(cpu=device.type == "cpu", mixed_precision="no")
@@ -63,7 +72,11 @@ def train(model: PixelDiffusion, images: torch.Tensor, train_config: dict, seed:
     else:
         lr_schedule = get_constant_schedule_with_warmup(optimizer, warmup)
     unet, optimizer, lr_schedule = accelerator.prepare(unet, optimizer, lr_schedule)
-    ema = EMAModel(unet.parameters(), decay=train_config["ema_max_decay"], foreach=True) if train_config["ema"] else None
+    ema = (
+        EMAModel(unet.parameters(), decay=train_config["ema_max_decay"], foreach=True)
+        if train_config["ema"]
+        else None
+    )
     if ema is not None:
         ema.to(accelerator.device)
 
@@ -79,7 +92,7 @@ def train(model: PixelDiffusion, images: torch.Tensor, train_config: dict, seed:
     for step in range(1, steps + 1):
         if cursor + batch_size > len(data):
             order, cursor = torch.randperm(len(data), generator=generator), 0
-        idx = order[cursor:cursor + batch_size]
+        idx = order[cursor : cursor + batch_size]
         cursor += batch_size
         x0 = data[idx]
         noise = torch.randn(x0.shape, generator=generator).to(x0.device)
@@ -96,8 +109,14 @@ def train(model: PixelDiffusion, images: torch.Tensor, train_config: dict, seed:
             ema.step(unet.parameters())
         if step % log_every == 0 or step == steps:
             record.losses.append((step, loss.item()))
-            log.info("step %d/%d  loss %.4f  lr %.2e  %.1fs", step, steps, loss.item(), lr_used,
-                     time.perf_counter() - start)
+            log.info(
+                "step %d/%d  loss %.4f  lr %.2e  %.1fs",
+                step,
+                steps,
+                loss.item(),
+                lr_used,
+                time.perf_counter() - start,
+            )
         if step in keep and checkpoint_dir is not None:
             _save_checkpoint(model, unet, ema, accelerator, checkpoint_dir / f"step{step}")
             record.checkpoints.append({"step": step, "lr": lr_used, "path": f"step{step}"})
@@ -109,8 +128,9 @@ def train(model: PixelDiffusion, images: torch.Tensor, train_config: dict, seed:
     return record
 
 
-def _save_checkpoint(model: PixelDiffusion, unet, ema: EMAModel | None, accelerator: Accelerator,
-                     path: Path) -> None:
+def _save_checkpoint(
+    model: PixelDiffusion, unet, ema: EMAModel | None, accelerator: Accelerator, path: Path
+) -> None:
     """Save the weights the model would have if training stopped here (EMA weights when EMA is on)."""
     net = accelerator.unwrap_model(unet)
     if ema is not None:

@@ -1,0 +1,126 @@
+"""Data valuation of contributors from coalition games: KernelSHAP, Banzhaf, leave-one-out, ridge datamodel.
+
+A game is a set of (coalition mask, value) pairs: here, the global property of a model trained
+(or fine-tuned) on the data of the contributors in the coalition.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+
+def shapley_kernel_size_probabilities(n: int) -> np.ndarray:
+    """P(s) for s = 1..n-1, proportional to (n - 1) / (s (n - s)): KernelSHAP's coalition-size law."""
+    sizes = np.arange(1, n)
+    weights = (n - 1) / (sizes * (n - sizes))
+    return weights / weights.sum()
+
+
+def sample_kernelshap_coalitions(n: int, count: int, seed: int) -> np.ndarray:
+    """Boolean (count, n): a size drawn from the Shapley kernel, then a uniform coalition of that size."""
+    rng = np.random.default_rng(seed)
+    sizes = rng.choice(np.arange(1, n), size=count, p=shapley_kernel_size_probabilities(n))
+    masks = np.zeros((count, n), dtype=bool)
+    for row, size in zip(masks, sizes, strict=True):
+        row[rng.choice(n, size=size, replace=False)] = True
+    return masks
+
+
+def sample_uniform_coalitions(n: int, count: int, seed: int, keep: float = 0.5) -> np.ndarray:
+    """Boolean (count, n): every player in independently with probability `keep` (Banzhaf sampling)."""
+    return np.random.default_rng(seed).random((count, n)) < keep
+
+
+def leave_one_out_coalitions(n: int) -> np.ndarray:
+    """The n coalitions that drop exactly one player."""
+    return ~np.eye(n, dtype=bool)
+
+
+def kernelshap(masks: np.ndarray, values: np.ndarray, v_empty: float, v_full: float) -> np.ndarray:
+    """Least squares of v(S) - v(empty) on membership, constrained so the values sum to v(full) - v(empty).
+
+    With coalitions drawn from the Shapley kernel (`sample_kernelshap_coalitions`), the regression is
+    unweighted; its solution converges to the Shapley values.
+    """
+    a = masks.astype(np.float64)
+    n = a.shape[1]
+    kkt = np.zeros((n + 1, n + 1))
+    kkt[:n, :n] = 2 * a.T @ a
+    kkt[:n, n] = kkt[n, :n] = 1.0
+    rhs = np.concatenate([2 * a.T @ (values - v_empty), [v_full - v_empty]])
+    return np.linalg.lstsq(kkt, rhs, rcond=None)[0][:n]
+
+
+def banzhaf(masks: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """Maximum-sample-reuse Banzhaf: mean value of coalitions with player i minus without it."""
+    inside = masks.astype(np.float64)
+    with_i = (inside * values[:, None]).sum(0) / np.maximum(inside.sum(0), 1)
+    without_i = ((1 - inside) * values[:, None]).sum(0) / np.maximum((1 - inside).sum(0), 1)
+    return with_i - without_i
+
+
+def leave_one_out(masks: np.ndarray, values: np.ndarray, v_full: float) -> np.ndarray:
+    """v(full) - v(full without i), for coalitions from `leave_one_out_coalitions` (any order)."""
+    out = np.full(masks.shape[1], np.nan)
+    for row, value in zip(masks, values, strict=True):
+        if row.sum() == len(row) - 1:
+            out[np.flatnonzero(~row)[0]] = v_full - value
+    return out
+
+
+def datamodel(masks: np.ndarray, values: np.ndarray, ridge: float = 1e-3) -> np.ndarray:
+    """Ridge regression of the value on coalition membership (with an unpenalised intercept)."""
+    a = masks.astype(np.float64)
+    a_centered = a - a.mean(0)
+    y = values - values.mean()
+    return np.linalg.solve(a_centered.T @ a_centered + ridge * len(a) * np.eye(a.shape[1]), a_centered.T @ y)
+
+
+@dataclass
+class Valuation:
+    """Values per player with bootstrap standard errors (resampling coalitions)."""
+
+    values: np.ndarray
+    stderr: np.ndarray
+
+
+def with_bootstrap(
+    estimator: Callable[[np.ndarray, np.ndarray], np.ndarray],
+    masks: np.ndarray,
+    values: np.ndarray,
+    n_boot: int,
+    seed: int,
+) -> Valuation:
+    """Run `estimator(masks, values)` and estimate its standard error by resampling coalitions."""
+    rng = np.random.default_rng(seed)
+    point = estimator(masks, values)
+    draws = []
+    for _ in range(n_boot):
+        idx = rng.integers(0, len(masks), len(masks))
+        draws.append(estimator(masks[idx], values[idx]))
+    return Valuation(point, np.nanstd(np.stack(draws), axis=0, ddof=1))
+
+
+def exact_shapley(value_fn: Callable[[np.ndarray], float], n: int) -> np.ndarray:
+    """Exact Shapley values by enumerating all 2^n coalitions (n <= 16)."""
+    from math import comb
+
+    masks = ((np.arange(2**n)[:, None] >> np.arange(n)) & 1).astype(bool)
+    values = np.array([value_fn(m) for m in masks])
+    index = {int((m * (1 << np.arange(n))).sum()): v for m, v in zip(masks, values, strict=True)}
+    phi = np.zeros(n)
+    for code, v in index.items():
+        size = bin(code).count("1")
+        for i in range(n):
+            if code >> i & 1:
+                phi[i] += (v - index[code ^ (1 << i)]) / (n * comb(n - 1, size - 1))
+    return phi
+
+
+def exact_banzhaf(value_fn: Callable[[np.ndarray], float], n: int) -> np.ndarray:
+    """Exact Banzhaf values by enumeration (n <= 16)."""
+    masks = ((np.arange(2**n)[:, None] >> np.arange(n)) & 1).astype(bool)
+    return banzhaf(masks, np.array([value_fn(m) for m in masks]))

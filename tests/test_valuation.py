@@ -1,0 +1,79 @@
+"""Estimators against games with known values: additive, weighted voting, and exact enumeration."""
+
+import numpy as np
+import pytest
+
+from diffattr.valuation import (
+    banzhaf,
+    datamodel,
+    exact_banzhaf,
+    exact_shapley,
+    kernelshap,
+    leave_one_out,
+    leave_one_out_coalitions,
+    sample_kernelshap_coalitions,
+    sample_uniform_coalitions,
+    shapley_kernel_size_probabilities,
+    with_bootstrap,
+)
+
+WEIGHTS = np.array([0.5, -1.0, 2.0, 0.0, 1.5, 3.0])
+
+
+def additive(mask):
+    return 1.0 + float(WEIGHTS[mask].sum())
+
+
+def voting(mask, weights=(4, 3, 2, 1, 1, 1), quota=7):
+    return float(np.dot(mask, weights) >= quota)
+
+
+def interactions(mask):
+    """A game with pairwise and triple terms, for exact enumeration over n = 7."""
+    x = mask.astype(float)
+    return float(x[:3].sum() * x[3] + x[4] * x[5] * x[6] * 2 + np.sin(x.sum()))
+
+
+def test_exact_shapley_matches_known_values():
+    np.testing.assert_allclose(exact_shapley(additive, 6), WEIGHTS)
+    # Weighted voting [quota 3; 2, 1, 1]: player 0 is pivotal in 4 of 6 orders.
+    np.testing.assert_allclose(exact_shapley(lambda m: voting(m, (2, 1, 1), 3), 3), [2 / 3, 1 / 6, 1 / 6])
+
+
+@pytest.mark.parametrize("game,n", [(additive, 6), (voting, 6), (interactions, 7)])
+def test_kernelshap_recovers_shapley_within_its_standard_error(game, n):
+    masks = sample_kernelshap_coalitions(n, 3000, seed=0)
+    values = np.array([game(m) for m in masks])
+    v_empty, v_full = game(np.zeros(n, bool)), game(np.ones(n, bool))
+    est = with_bootstrap(lambda a, b: kernelshap(a, b, v_empty, v_full), masks, values, 100, seed=1)
+    exact = exact_shapley(game, n)
+    assert np.all(np.abs(est.values - exact) <= 4 * est.stderr + 1e-9), (est.values, exact, est.stderr)
+    assert np.isclose(est.values.sum(), v_full - v_empty)
+
+
+@pytest.mark.parametrize("game,n", [(additive, 6), (voting, 6), (interactions, 7)])
+def test_banzhaf_recovers_exact_banzhaf_within_its_standard_error(game, n):
+    masks = sample_uniform_coalitions(n, 4000, seed=2)
+    values = np.array([game(m) for m in masks])
+    est = with_bootstrap(banzhaf, masks, values, 100, seed=3)
+    assert np.all(np.abs(est.values - exact_banzhaf(game, n)) <= 4 * est.stderr + 1e-9)
+
+
+def test_leave_one_out_and_datamodel_are_exact_on_an_additive_game():
+    n = len(WEIGHTS)
+    masks = leave_one_out_coalitions(n)
+    values = np.array([additive(m) for m in masks])
+    np.testing.assert_allclose(leave_one_out(masks, values, additive(np.ones(n, bool))), WEIGHTS)
+    uniform = sample_uniform_coalitions(n, 400, seed=4)
+    fitted = datamodel(uniform, np.array([additive(m) for m in uniform]), ridge=1e-8)
+    np.testing.assert_allclose(fitted, WEIGHTS, atol=1e-6)
+
+
+def test_coalition_sizes_follow_the_shapley_kernel():
+    n = 10
+    masks = sample_kernelshap_coalitions(n, 20000, seed=5)
+    observed = np.bincount(masks.sum(1), minlength=n)[1:n] / len(masks)
+    expected = shapley_kernel_size_probabilities(n)
+    se = np.sqrt(expected * (1 - expected) / len(masks))
+    assert np.all(np.abs(observed - expected) < 4 * se)
+    assert not masks.all(1).any() and masks.any(1).all()  # never empty or full
