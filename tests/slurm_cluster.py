@@ -45,6 +45,8 @@ SLURM_BINARIES = (
     "scontrol",
     "scancel",
 )
+CLIENT_COMMANDS = ("srun", "sbatch", "squeue", "scancel", "sinfo", "scontrol", "sacct",
+                   "salloc", "sattach", "sstat")
 MUNGE_BINARIES = ("munged", "munge", "unmunge")
 MUNGE_KEY = Path("/etc/munge/munge.key")
 MUNGE_SOCKET_DIR = Path("/run/munge")
@@ -207,7 +209,31 @@ OverSubscribe=NO
         self.conf.write_text(conf)
         (w / "gres.conf").write_text(f"NodeName={self.host} Name=gpu File={','.join(devices)}\n")
         (w / "plugstack.conf").write_text("")
+        self._write_wrappers()
         return self.conf
+
+    def _write_wrappers(self) -> None:
+        """bin/ with srun, sbatch, ... that default SLURM_CONF to this cluster's slurm.conf.
+
+        The jobstep executor of snakemake-executor-plugin-slurm runs `srun` with every
+        SLURM_* variable removed, SLURM_CONF included (plugin issue #164), and the SLURM
+        executor itself drops them when started inside a job; a real cluster then finds
+        /etc/slurm/slurm.conf, this one would find nothing. env() puts bin/ first on PATH.
+        """
+        bindir = self.workdir / "bin"
+        bindir.mkdir(exist_ok=True)
+        search = os.pathsep.join(
+            d for d in (os.environ.get("PATH", "") + ":/usr/local/bin:/usr/bin").split(":")
+            if d and Path(d).resolve() != bindir.resolve())
+        for name in CLIENT_COMMANDS:
+            real = shutil.which(name, path=search)
+            if real is None:
+                continue
+            wrapper = bindir / name
+            wrapper.write_text(
+                "#!/bin/sh\n"
+                f'SLURM_CONF="${{SLURM_CONF:-{self.conf}}}" exec {real} "$@"\n')
+            wrapper.chmod(0o755)
 
     # ------------------------------------------------------------------ munge
     def _ensure_munge(self) -> None:
@@ -345,6 +371,7 @@ OverSubscribe=NO
             if key.startswith(("SLURM_", "SBATCH_", "SRUN_", "SALLOC_", "SQUEUE_")):
                 del env[key]
         env["SLURM_CONF"] = str(self.conf)
+        env["PATH"] = f"{self.workdir / 'bin'}{os.pathsep}{env.get('PATH', os.defpath)}"
         return env
 
     def pids(self) -> dict[str, int]:

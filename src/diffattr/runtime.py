@@ -22,18 +22,11 @@ def job(log_file: str | Path, threads: int = 1) -> Iterator[logging.Logger]:
     root.setLevel(logging.INFO)
     for noisy in ("accelerate", "diffusers", "numcodecs", "zarr", "matplotlib", "PIL"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
-    if "torch" in sys.modules or _torch_available():
-        import torch
-
-        torch.set_num_threads(threads)
+    if "torch" in sys.modules:  # scripts import what they use first; CPU-only rules skip torch
+        sys.modules["torch"].set_num_threads(threads)
     try:
         yield logging.getLogger("diffattr")
     except InputError as err:
         root.error("input error: %s", err)
         sys.exit(f"diffattr: {err}")
 
-
-def _torch_available() -> bool:
-    import importlib.util
-
-    return importlib.util.find_spec("torch") is not None
