@@ -11,13 +11,18 @@ Usage::
     finally:
         cluster.stop()
 
-Everything (config, state, spool, logs, two fake GPU device files) lives in the given
-directory; the daemons run in the foreground as children of this process, on free ports,
-so several clusters can coexist. munged is the system one (socket /run/munge): reused when
-it already answers, otherwise started here (as the munge user) and stopped again by stop().
+Everything (config, state, spool, logs, two fake GPU device files, wrapper scripts) lives
+in the given directory; the daemons run in the foreground (-D) as children of this process,
+in their own sessions, on free ports, so several clusters can coexist; stop() ends them by
+PID, and they outlive this process if stop() is never called. munged is the system one
+(socket /run/munge): reused when it already answers, otherwise started here (as the munge
+user) and stopped again by stop().
 Needs root and Debian's ``slurm-wlm`` and ``munge`` packages (Slurm 22.05 on Debian 12).
-No accounting daemon: ``sacct``/``sacctmgr`` do not work on this cluster, ``squeue`` does
-(MinJobAge is long, so finished jobs stay visible to it for 10 minutes).
+No accounting daemon: ``sacct``/``sacctmgr`` fail on this cluster ("accounting storage is
+disabled"), ``squeue`` works (MinJobAge=600, so finished jobs stay visible to it for 10
+minutes); snakemake needs ``--slurm-status-command squeue`` (set in profiles/slurm).
+available() checks binaries, root and munge statically; start() raises SlurmClusterError
+(with the daemon's log tail) when a daemon cannot start, so callers can skip on either.
 """
 
 from __future__ import annotations
@@ -45,11 +50,30 @@ SLURM_BINARIES = (
     "scontrol",
     "scancel",
 )
-CLIENT_COMMANDS = ("srun", "sbatch", "squeue", "scancel", "sinfo", "scontrol", "sacct",
-                   "salloc", "sattach", "sstat")
+CLIENT_COMMANDS = (
+    "srun",
+    "sbatch",
+    "squeue",
+    "scancel",
+    "sinfo",
+    "scontrol",
+    "sacct",
+    "salloc",
+    "sattach",
+    "sstat",
+)
 MUNGE_BINARIES = ("munged", "munge", "unmunge")
 MUNGE_KEY = Path("/etc/munge/munge.key")
 MUNGE_SOCKET_DIR = Path("/run/munge")
+
+
+def _which(name: str, exclude: Path | None = None) -> str | None:
+    """shutil.which on PATH plus the sbin directories, skipping ``exclude`` (our wrappers)."""
+    extra = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+    dirs = f"{os.environ.get('PATH', '')}{os.pathsep}{extra}".split(os.pathsep)
+    if exclude is not None:
+        dirs = [d for d in dirs if d and Path(d).resolve() != exclude.resolve()]
+    return shutil.which(name, path=os.pathsep.join(d for d in dirs if d))
 
 
 class SlurmClusterError(RuntimeError):
@@ -64,13 +88,14 @@ def _free_port() -> int:
 
 def munge_works() -> bool:
     """True if a munged answers on the default socket (``munge -n | unmunge``)."""
-    if not shutil.which("munge") or not shutil.which("unmunge"):
+    munge, unmunge = _which("munge"), _which("unmunge")
+    if not munge or not unmunge:
         return False
     try:
-        cred = subprocess.run(["munge", "-n"], capture_output=True, timeout=10)
+        cred = subprocess.run([munge, "-n"], capture_output=True, timeout=10)
         if cred.returncode != 0:
             return False
-        check = subprocess.run(["unmunge"], input=cred.stdout, capture_output=True, timeout=10)
+        check = subprocess.run([unmunge], input=cred.stdout, capture_output=True, timeout=10)
     except (OSError, subprocess.SubprocessError):
         return False
     return check.returncode == 0
@@ -105,13 +130,12 @@ class SlurmCluster:
         self.ctld_port: int | None = None
         self.slurmd_port: int | None = None
         self._procs: dict[str, subprocess.Popen] = {}
-        self._started_munged = False
 
     # ------------------------------------------------------------------ checks
     @staticmethod
     def available() -> tuple[bool, str]:
         """(True, "") if this machine can run the cluster, else (False, why)."""
-        missing = [b for b in SLURM_BINARIES + MUNGE_BINARIES if shutil.which(b) is None]
+        missing = [b for b in SLURM_BINARIES + MUNGE_BINARIES if _which(b) is None]
         if missing:
             return False, ("missing binaries: " + ", ".join(missing) + " (apt-get install slurm-wlm munge)")
         if os.geteuid() != 0:
@@ -120,14 +144,14 @@ class SlurmCluster:
             pwd.getpwnam("munge")
         except KeyError:
             return False, "no 'munge' user (is the munge package installed?)"
-        if not munge_works() and not MUNGE_KEY.exists() and shutil.which("mungekey") is None:
+        if not munge_works() and not MUNGE_KEY.exists() and _which("mungekey") is None:
             return False, f"munged not running, {MUNGE_KEY} missing and no mungekey to create it"
         return True, ""
 
     # ----------------------------------------------------------------- config
     def _node_hardware(self) -> tuple[int, int]:
         """CPUs and RealMemory (MB) as ``slurmd -C`` sees them."""
-        out = subprocess.run(["slurmd", "-C"], capture_output=True, text=True, timeout=30)
+        out = subprocess.run([_which("slurmd") or "slurmd", "-C"], capture_output=True, text=True, timeout=30)
         fields = dict(tok.split("=", 1) for tok in out.stdout.split() if "=" in tok)
         try:
             return int(fields["CPUs"]), int(fields["RealMemory"])
@@ -152,6 +176,8 @@ class SlurmCluster:
 
     def write_config(self) -> Path:
         """Write slurm.conf, gres.conf and the fake GPU device files; return slurm.conf."""
+        for sub in ("state", "spool"):  # a fresh cluster: no saved jobs, no other ClusterName
+            shutil.rmtree(self.workdir / sub, ignore_errors=True)
         for sub in ("state", "spool", "log", "dev"):
             (self.workdir / sub).mkdir(parents=True, exist_ok=True)
         cpus, mem = self._node_hardware()
@@ -222,17 +248,12 @@ OverSubscribe=NO
         """
         bindir = self.workdir / "bin"
         bindir.mkdir(exist_ok=True)
-        search = os.pathsep.join(
-            d for d in (os.environ.get("PATH", "") + ":/usr/local/bin:/usr/bin").split(":")
-            if d and Path(d).resolve() != bindir.resolve())
         for name in CLIENT_COMMANDS:
-            real = shutil.which(name, path=search)
+            real = _which(name, exclude=bindir)
             if real is None:
                 continue
             wrapper = bindir / name
-            wrapper.write_text(
-                "#!/bin/sh\n"
-                f'SLURM_CONF="${{SLURM_CONF:-{self.conf}}}" exec {real} "$@"\n')
+            wrapper.write_text(f'#!/bin/sh\nSLURM_CONF="${{SLURM_CONF:-{self.conf}}}" exec {real} "$@"\n')
             wrapper.chmod(0o755)
 
     # ------------------------------------------------------------------ munge
@@ -242,9 +263,9 @@ OverSubscribe=NO
         munge_user = pwd.getpwnam("munge")
         if not MUNGE_KEY.exists():
             MUNGE_KEY.parent.mkdir(parents=True, exist_ok=True)
-            if shutil.which("mungekey"):
+            if _which("mungekey"):
                 subprocess.run(
-                    ["mungekey", "--create", "--keyfile", str(MUNGE_KEY)],
+                    [_which("mungekey"), "--create", "--keyfile", str(MUNGE_KEY)],
                     check=True,
                     capture_output=True,
                 )
@@ -260,7 +281,7 @@ OverSubscribe=NO
         os.chmod(MUNGE_SOCKET_DIR, 0o755)
         log = open(self.log_dir / "munged.out", "ab")  # noqa: SIM115 (kept with the process)
         proc = subprocess.Popen(
-            ["munged", "--foreground", "--force"],
+            [_which("munged"), "--foreground", "--force"],
             user=munge_user.pw_uid,
             group=munge_user.pw_gid,
             extra_groups=[],
@@ -272,7 +293,6 @@ OverSubscribe=NO
         )
         log.close()
         self._procs["munged"] = proc
-        self._started_munged = True
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
             if munge_works():
@@ -314,9 +334,9 @@ OverSubscribe=NO
             self.write_config()
             self._ensure_munge()
             # -D: foreground (its PID is ours), -c: ignore any saved state, -i: ignore bad state
-            self._spawn("slurmctld", ["slurmctld", "-D", "-c", "-i", "-f", str(self.conf)])
+            self._spawn("slurmctld", [_which("slurmctld"), "-D", "-c", "-i", "-f", str(self.conf)])
             self._wait(self._ctld_up, "slurmctld to answer", "slurmctld")
-            self._spawn("slurmd", ["slurmd", "-D", "-f", str(self.conf)])
+            self._spawn("slurmd", [_which("slurmd"), "-D", "-f", str(self.conf)])
             self._wait(self._node_idle, f"node {self.host} to become idle", "slurmd")
         except BaseException:
             self.stop()
@@ -346,6 +366,7 @@ OverSubscribe=NO
 
     def _run(self, argv: list[str], timeout: float = 20) -> subprocess.CompletedProcess:
         try:
+            argv = [_which(argv[0]) or argv[0], *argv[1:]]
             return subprocess.run(argv, capture_output=True, text=True, env=self.env(), timeout=timeout)
         except subprocess.TimeoutExpired:
             return subprocess.CompletedProcess(argv, 124, "", "timeout")
@@ -379,9 +400,12 @@ OverSubscribe=NO
         return {name: p.pid for name, p in self._procs.items() if p.poll() is None}
 
     def stop(self, *, keep_munge: bool = False, timeout: float = 15.0) -> None:
-        """Cancel this cluster's jobs, then stop the daemons this instance started, by PID."""
+        """Cancel this cluster's jobs, then stop the daemons this instance started, by PID.
+
+        munged is stopped only if this instance started it; pass keep_munge=True when other
+        clusters still rely on it.
+        """
         if "slurmctld" in self._procs and self._procs["slurmctld"].poll() is None:
-            self._run(["scancel", "--full", "-u", "root"])
             self._run(["scancel", "--full", "-u", pwd.getpwuid(os.getuid()).pw_name])
             deadline = time.monotonic() + timeout
             while time.monotonic() < deadline:
@@ -404,13 +428,10 @@ OverSubscribe=NO
                         os.kill(proc.pid, signal.SIGKILL)
                     proc.wait(timeout=5)
             del self._procs[name]
-        if not keep_munge:
-            self._started_munged = False
         self._kill_orphan_stepds()
 
     def _kill_orphan_stepds(self) -> None:
-        """slurmstepd double-forks away from slurmd; kill those whose job ran from our spool."""
-        spool = str(self.workdir / "spool")
+        """slurmstepd double-forks away from slurmd; kill those left in our slurmd's cwd."""
         for entry in Path("/proc").iterdir():
             if not entry.name.isdigit():
                 continue
@@ -418,7 +439,7 @@ OverSubscribe=NO
                 cmd = (entry / "cmdline").read_bytes()
                 if not cmd.startswith(b"slurmstepd"):
                     continue
-                if spool not in os.readlink(entry / "cwd"):
+                if Path(os.readlink(entry / "cwd")) != self.workdir:
                     continue
                 os.kill(int(entry.name), signal.SIGKILL)
             except (OSError, ValueError):

@@ -99,21 +99,21 @@ def featurize(
     gradient = TimestepAveragedGradient(model, spec, noise_seed)
     projector = projector or make_projector(model, spec)
     out = np.zeros((len(images), spec.dim), dtype=np.float32)
+    # A sparse projection costs O(P) per row whatever the batch: project each gradient as it comes,
+    # so only one per-sample gradient is ever held. A dense one is cheaper on a batch of rows.
+    step = 1 if isinstance(projector, SparseProjector) else batch_size
     seconds = {"gradient_s": 0.0, "projection_s": 0.0}
     start_time = time.perf_counter()
-    for start in range(0, len(images), batch_size):
+    for start in range(0, len(images), step):
         tick = time.perf_counter()
-        rows = torch.stack([gradient(img) for img in images[start : start + batch_size]])
+        rows = torch.stack([gradient(img) for img in images[start : start + step]])
         tock = time.perf_counter()
         out[start : start + len(rows)] = projector.project(rows).numpy()
         seconds["gradient_s"] += tock - tick
         seconds["projection_s"] += time.perf_counter() - tock
-        log.info(
-            "featurized %d/%d  %.1fs",
-            start + len(rows),
-            len(images),
-            time.perf_counter() - start_time,
-        )
+        done = start + len(rows)
+        if done % batch_size < step or done == len(images):
+            log.info("featurized %d/%d  %.1fs", done, len(images), time.perf_counter() - start_time)
     if stats is not None:
         stats.update(seconds)
     return out
