@@ -1,6 +1,7 @@
 # Paths, wildcard constraints, resources and targets shared by every rule.
 import math
 import re
+import sys
 
 OUT = f"{config['results']}/{config['experiment']}"
 TARGET_SPLITS = ["val", "gen"]
@@ -87,3 +88,21 @@ wildcard_constraints:
     m=r"\d+",
     seed=r"\d+",
     featurizer=name_regex(config["featurizers"]),
+
+
+def gradient_store_bytes():
+    """Disk taken by every featurizer's projected gradients (float32), for the up-front size notice."""
+    rows = sum(split_size(split) for split in ["train", *TARGET_SPLITS])
+    return {name: rows * f["dim"] * 4 for name, f in config["featurizers"].items()}
+
+
+onstart:
+    sizes = gradient_store_bytes()
+    print(
+        f"diffattr: gradient stores under {OUT}/grads: "
+        + ", ".join(
+            f"{name} {size / 2**20:.1f} MiB" for name, size in sizes.items()
+        )
+        + f" (total {sum(sizes.values()) / 2**30:.2f} GiB)",
+        file=sys.stderr,
+    )

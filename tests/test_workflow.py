@@ -1,5 +1,6 @@
 """The workflow as a user runs it: dry runs of the presets, config errors, partial reruns, killed jobs."""
 
+import copy
 import os
 import signal
 import subprocess
@@ -8,7 +9,7 @@ import time
 import pandas as pd
 import pytest
 
-from tests.workflow_helpers import ROOT, SNAKEMAKE, TINY, make_workspace, planned_jobs, snakemake
+from tests.workflow_helpers import ROOT, SNAKEMAKE, TINY, deep_update, make_workspace, planned_jobs, snakemake
 
 
 def test_cifar2_preset_dry_run_lists_the_paper_jobs(tmp_path):
@@ -61,11 +62,12 @@ def test_tiny_run_writes_every_declared_output(tiny_run):
 
 @pytest.mark.slow
 def test_changing_gradient_timesteps_reruns_only_what_depends_on_them(tiny_run):
-    workdir = make_workspace(tiny_run, {"featurizers": {"trak": {"timesteps": 6}}})
+    changed = deep_update(copy.deepcopy(TINY), {"featurizers": {"trak": {"timesteps": 6}}})
+    workdir = make_workspace(tiny_run, changed)
     try:
         jobs = planned_jobs(workdir)
     finally:
-        make_workspace(tiny_run, {"featurizers": {"trak": {"timesteps": 5}}})
+        make_workspace(tiny_run, TINY)
     assert set(jobs) == {"featurize", "trak_scores", "lds", "report", "all"}
     assert jobs["featurize"] == 4 and jobs["trak_scores"] == 2  # trak only: 2 train + val + gen shards
 

@@ -38,16 +38,47 @@ def lds_figure(lds: pd.DataFrame, path: str | Path) -> None:
     plt.close(fig)
 
 
+def top_attributions_figure(
+    targets: np.ndarray, train: np.ndarray, scores: dict[str, np.ndarray], path: str | Path, top: int = 4
+) -> None:
+    """For each target (row): the target, then each method's `top` highest-scored training images."""
+
+    def show(ax, image: np.ndarray) -> None:
+        ax.imshow(image.transpose(1, 2, 0).squeeze(), cmap="gray", vmin=0, vmax=255)
+        ax.set_xticks([])
+        ax.set_yticks([])
+
+    methods = list(scores)
+    cols = 1 + len(methods) * top
+    fig, axes = plt.subplots(
+        len(targets), cols, figsize=(0.9 * cols, 0.95 * len(targets) + 0.4), squeeze=False
+    )
+    for row, target in enumerate(targets):
+        show(axes[row, 0], target)
+        for m, method in enumerate(methods):
+            for rank, index in enumerate(np.argsort(-scores[method][row])[:top]):
+                ax = axes[row, 1 + m * top + rank]
+                show(ax, train[index])
+                if row == 0 and rank == 0:
+                    ax.set_title(method, fontsize=8, loc="left")
+    axes[0, 0].set_title("target", fontsize=8)
+    fig.suptitle("Generated targets and their top-scored training images", fontsize=9)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=100, format="png")
+    plt.close(fig)
+
+
 def write_report(
     path: str | Path,
-    figure: str | Path,
+    figures: list[str | Path],
     lds: pd.DataFrame,
     timings: pd.DataFrame,
     config: dict,
     sources: list[str],
 ) -> None:
-    """index.html beside figures/: the LDS chart and table, stage timings, config, inputs."""
-    rel_figure = Path(figure).relative_to(Path(path).parent)
+    """index.html beside figures/: LDS chart and table, top attributions, timings, config, inputs."""
+    rel_figure, rel_top = (Path(f).relative_to(Path(path).parent) for f in figures)
     body = f"""<!doctype html><html><head><meta charset="utf-8">
 <title>diffattr: {html.escape(config["experiment"])}</title>
 <style>body{{font-family:sans-serif;max-width:60em;margin:2em auto}}table{{border-collapse:collapse}}
@@ -59,6 +90,8 @@ measured loss (negated) of the models retrained on it; averaged over targets not
 damping; CI by bootstrap over targets.</p>
 <img src="{rel_figure}" alt="LDS bar chart">
 {lds.to_html(index=False, float_format=lambda v: f"{v:.3f}")}
+<h2>What the methods attribute</h2>
+<img src="{rel_top}" alt="generated targets with their top-scored training images">
 <h2>Stage timings</h2>
 {timings.to_html(index=False)}
 <h2>Produced from</h2>

@@ -29,4 +29,3 @@ def job(log_file: str | Path, threads: int = 1) -> Iterator[logging.Logger]:
     except InputError as err:
         root.error("input error: %s", err)
         sys.exit(f"diffattr: {err}")
-
