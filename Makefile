@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 CORES ?= 2
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint bench install clean
+.PHONY: demo test lint bench install system-deps clean
 
 install: $(STAMP)
 
@@ -21,8 +21,19 @@ demo: $(STAMP)
 	$(BIN)/snakemake --cores $(CORES) --profile profiles/local
 	$(BIN)/python -m diffattr.timings results/demo
 
-test: $(STAMP)
+test: $(STAMP) system-deps
 	$(BIN)/python -m pytest -q
+
+# SLURM + munge for tests/test_slurm.py, which brings up a throwaway cluster (needs root); installed
+# with apt only when missing and root, otherwise (or if apt fails) those tests are skipped.
+SLURM_BINS := slurmctld slurmd slurmstepd sbatch srun squeue sinfo scontrol scancel munged munge
+system-deps:
+	@export PATH="$$PATH:/usr/local/sbin:/usr/sbin:/sbin"; missing=""; \
+	for b in $(SLURM_BINS); do command -v $$b >/dev/null 2>&1 || missing="$$missing $$b"; done; \
+	if [ -z "$$missing" ]; then exit 0; fi; \
+	if [ "$$(id -u)" != 0 ]; then echo "warning: no$$missing and not root: the SLURM tests will be skipped"; exit 0; fi; \
+	{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends slurm-wlm munge; } \
+		|| echo "warning: could not install slurm-wlm and munge with apt-get: the SLURM tests will be skipped"
 
 bench: $(STAMP)
 	$(BIN)/pip install --quiet -e ".[dev,bench]"

@@ -17,7 +17,7 @@ with job(snakemake.log[0], snakemake.threads) as log:
         images = images[read_npz(snakemake.input.subsets)["masks"][p.subset]]
     seed = int(snakemake.wildcards.seed)
     model = PixelDiffusion(
-        unet=build_unet(p.model, sample_size=images.shape[-1], channels=images.shape[1]),
+        unet=build_unet(p.model, sample_size=images.shape[-1], channels=images.shape[1], seed=seed),
         scheduler=build_scheduler(p.scheduler),
     )
     log.info("training on %d images, %s, device %s", len(images), p.train, device)

@@ -12,8 +12,17 @@ from diffusers.schedulers.scheduling_ddpm import DDPMScheduler
 from diffattr.errors import InputError
 
 
-def build_unet(model_config: dict, sample_size: int, channels: int) -> UNet2DModel:
-    """A fresh UNet2DModel from the `model` section of the config and the data's shape."""
+def build_unet(model_config: dict, sample_size: int, channels: int, seed: int = 0) -> UNet2DModel:
+    """A fresh UNet2DModel from the `model` section of the config and the data's shape.
+
+    Its initial weights depend only on `seed` (the global RNG state is left untouched).
+    """
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return _unet(model_config, sample_size, channels)
+
+
+def _unet(model_config: dict, sample_size: int, channels: int) -> UNet2DModel:
     return UNet2DModel(
         sample_size=sample_size,
         in_channels=channels,
