@@ -65,7 +65,7 @@ def snakemake(
 
 def planned_jobs(workdir: Path, *args: str) -> dict[str, int]:
     """Rule -> job count of a dry run (empty when nothing is to be done)."""
-    result = snakemake(workdir, "-n", "--quiet", "rules", *args)
+    result = snakemake(workdir, *args, "-n", "--quiet", "rules")
     counts = {}
     for line in (result.stdout + result.stderr).splitlines():
         match = re.fullmatch(r"(\w+)\s+(\d+)", line.strip())
