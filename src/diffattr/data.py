@@ -69,7 +69,7 @@ def load_digits_splits(classes: list[int], n_train: int, n_val: int, seed: int) 
     taken = np.zeros(len(labels), bool)
     taken[train] = True
     val = stratified_pick(labels, classes, per_class_counts(n_val, len(classes)), rng, taken)
-    return {split: _subset(images, labels, idx, classes) for split, idx in (("train", train), ("val", val))}
+    return {split: _subset(images, labels, idx) for split, idx in (("train", train), ("val", val))}
 
 
 def load_cifar10_splits(
@@ -85,8 +85,8 @@ def load_cifar10_splits(
     train = stratified_pick(train_labels, classes, per_class_counts(n_train, len(classes)), rng)
     val = stratified_pick(test_labels, classes, per_class_counts(n_val, len(classes)), rng)
     return {
-        "train": _subset(train_images, train_labels, train, classes),
-        "val": _subset(test_images, test_labels, val, classes),
+        "train": _subset(train_images, train_labels, train),
+        "val": _subset(test_images, test_labels, val),
     }
 
 
@@ -110,7 +110,7 @@ def _read_cifar10(path: str | Path, members: list[str]) -> tuple[np.ndarray, np.
     return np.concatenate(images), np.concatenate(labels)
 
 
-def _subset(images: np.ndarray, labels: np.ndarray, idx: np.ndarray, classes: list[int]) -> ImageSet:
+def _subset(images: np.ndarray, labels: np.ndarray, idx: np.ndarray) -> ImageSet:
     return ImageSet(
         images=np.ascontiguousarray(images[idx]),
         labels=labels[idx],
