@@ -9,11 +9,12 @@ STAMP := $(VENV)/.installed
 
 install: $(STAMP)
 
-# torch is pinned to the CPU wheel first so that pip does not pick a multi-GB CUDA build.
+# torch and torchvision are pinned first to the pair on this machine's disk (torchvision from PyPI does
+# not load beside other torch builds); elsewhere pip takes the same pair from PyPI.
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet "torch==2.13.0" || $(BIN)/pip install --quiet "torch>=2.1,<=2.14.1"
+	$(BIN)/pip install --quiet "torch==2.14.1" "torchvision==0.29.1"
 	$(BIN)/pip install --quiet -e ".[dev]"
 	touch $(STAMP)
 
