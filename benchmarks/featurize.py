@@ -208,7 +208,9 @@ def summarize(rows: list[dict]) -> str:
             train = by_case.get("train", {}).get("throughput")
             share = r.get("projection_s", float("nan")) / r["seconds"]
             blocks = r.get("projection_blocks_timed")
-            label = f"{case} (projection timed on {blocks} blocks)" if blocks and case == "reference" else case
+            label = (
+                f"{case} (projection timed on {blocks} blocks)" if blocks and case == "reference" else case
+            )
             lines.append(
                 f"| {name} | {r['parameters'] / 1e6:.2f}M | {label} | {r['throughput']:.3g} | "
                 f"{r['throughput'] / ref if ref else float('nan'):.1f}x | "
@@ -223,7 +225,9 @@ def main() -> int:
     parser.add_argument("--case", help="model/case, e.g. paper/diffattr; default: all, each in a subprocess")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--models", nargs="+", default=list(MODELS))
-    parser.add_argument("--summarize", action="store_true", help="only re-render featurize.md from featurize.csv")
+    parser.add_argument(
+        "--summarize", action="store_true", help="only re-render featurize.md from featurize.csv"
+    )
     args = parser.parse_args()
     if args.case:
         print(json.dumps(run_case(args.case, args.threads)))
@@ -269,7 +273,8 @@ def write_results(rows: list[dict], threads: int, measured: bool) -> None:
         f"{threads} threads, {platform.processor() or platform.machine()}, torch {torch.__version__}, "
         f"{time.strftime('%Y-%m-%d', time.localtime((RESULTS / 'featurize.csv').stat().st_mtime))}.\n\n"
         "Cases: `train` = batched training step (forward, backward, AdamW); `reference` = D-TRAK's recipe "
-        "(vmap(grad) per timestep, sum over K, traker 0.3.2 BasicProjector); `diffattr` = diffattr's featurizer "
+        "(vmap(grad) per timestep, sum over K, traker 0.3.2 BasicProjector); "
+        "`diffattr` = diffattr's featurizer "
         "with the sparse JL projection; `diffattr-gaussian` = the same with a dense Gaussian matrix. "
         "Where the reference's projection was timed on a subset of its identical blocks, its time is scaled "
         "by the block count.\n\n"

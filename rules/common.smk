@@ -78,7 +78,97 @@ def score_paths():
 
 
 def final_targets():
-    return [out("metrics/lds.csv"), out("report/index.html")]
+    targets = []
+    if config["lds"]["enabled"]:
+        targets += [out("metrics/lds.csv"), out("report/index.html")]
+    if SHAPLEY["enabled"]:
+        targets += [sout("metrics/shapley_lds.csv"), sout("report/index.html")]
+    return targets
+
+
+# The contributor-valuation branch (rules/unlearn.smk, rules/shapley.smk): outputs under shapley/.
+SHAPLEY = config["shapley"]
+SHAPLEY_DATA = SHAPLEY.get("data") or config["data"]
+SHAPLEY_MODEL = SHAPLEY.get("model") or config["model"]
+SHAPLEY_TRAIN = SHAPLEY.get("train") or config["train"]
+SHAPLEY_SEED = SHAPLEY_TRAIN["seeds"][0]
+HOWS = SHAPLEY["how"]
+ESTIMATORS = list(dict.fromkeys([SHAPLEY["estimator"], "datamodel"]))
+
+
+def sout(path):
+    """A path inside this experiment's contributor-valuation folder."""
+    return out(f"shapley/{path}")
+
+
+def num_contributors():
+    """Known from the config alone, so that dry runs list every coalition job without data."""
+    spec = SHAPLEY["contributors"]
+    if spec["by"] == "random":
+        return math.ceil(SHAPLEY_DATA["n_train"] / spec["group_size"])
+    if spec["by"] == "class" and SHAPLEY_DATA["source"] != "image_folder":
+        return len(SHAPLEY_DATA["classes"])
+    return None
+
+
+def num_fit_coalitions():
+    if SHAPLEY["estimator"] != "loo":
+        return SHAPLEY["num_coalitions"]
+    if num_contributors() is None:
+        sys.exit(
+            "diffattr: config key 'shapley.estimator': loo needs a number of contributors known before "
+            "the run (contributors by class of a labelled dataset, or by random groups)"
+        )
+    return num_contributors()
+
+
+def fit_coalitions():
+    """Coalitions whose models every way makes: the fit set, the empty and the full coalition."""
+    return [f"fit{i}" for i in range(num_fit_coalitions())] + ["empty", "full"]
+
+
+def heldout_coalitions():
+    return [f"heldout{i}" for i in range(SHAPLEY["heldout"]["num_coalitions"])]
+
+
+def counterfactual_coalitions():
+    return [f"{side}-{how}" for how in HOWS for side in ("top", "bottom")]
+
+
+def property_path(how, c, seed):
+    return sout(f"properties/{how}/{c}/seed{seed}.json")
+
+
+def fit_property_paths(how):
+    return [property_path(how, c, SHAPLEY_SEED) for c in fit_coalitions()]
+
+
+def retrained_property_paths(coalitions):
+    return [
+        property_path("retrain", c, s)
+        for c in coalitions
+        for s in SHAPLEY["heldout"]["seeds"]
+    ]
+
+
+def coalition_train_config(how):
+    """The optimisation schedule of one way: training from scratch, or fine-tuning / ascent steps and lr."""
+    if how == "retrain":
+        return SHAPLEY_TRAIN
+    tuned = (
+        SHAPLEY["finetune"]
+        if how in ("sparse_ft", "ft")
+        else SHAPLEY["gradient_ascent"]
+    )
+    return {
+        **SHAPLEY_TRAIN,
+        "steps": tuned["steps"],
+        "epochs": None,
+        "lr": tuned["lr"],
+        "ema": tuned.get("ema", False),
+        "checkpoints": 0,
+        "warmup_fraction": 0.0,
+    }
 
 
 wildcard_constraints:
@@ -88,6 +178,9 @@ wildcard_constraints:
     m=r"\d+",
     seed=r"\d+",
     featurizer=name_regex(config["featurizers"]),
+    how="sparse_ft|ft|gradient_ascent|retrain",
+    coalition=r"fit\d+|heldout\d+|empty|full|(top|bottom)-(sparse_ft|ft|gradient_ascent|retrain)",
+    estimator="kernelshap|banzhaf|loo|datamodel",
 
 
 def gradient_store_bytes():

@@ -72,3 +72,77 @@ def test_lds_subsets_keep_alpha_of_each_class_and_are_seeded():
     assert (masks[:, labels == 0].sum(1) == 15).all() and (masks[:, labels == 1].sum(1) == 25).all()
     assert np.array_equal(lds_subsets(labels, 8, 0.5, seed=3)[0], masks)
     assert heldout_targets(40, 0.25, 0).sum() == 10
+
+
+def fake_cifar100(path, per_split=60):
+    rng = np.random.default_rng(0)
+    with tarfile.open(path, "w:gz") as tar:
+        for name in ["train", "test"]:
+            batch = {
+                b"data": rng.integers(0, 256, (per_split, 3072), dtype=np.uint8),
+                b"fine_labels": list(40 + np.arange(per_split) % 20),
+            }
+            payload = pickle.dumps(batch)
+            info = tarfile.TarInfo(f"cifar-100-python/{name}")
+            info.size = len(payload)
+            tar.addfile(info, io.BytesIO(payload))
+
+
+def test_cifar100_fine_classes_from_a_local_tarball(tmp_path):
+    from diffattr.data import load_splits
+
+    path = tmp_path / "cifar-100-python.tar.gz"
+    fake_cifar100(path)
+    cfg = {
+        "source": "cifar100",
+        "cifar100_path": str(path),
+        "classes": [40, 41, 55],
+        "n_train": 6,
+        "n_val": 3,
+        "seed": 0,
+    }
+    splits = load_splits(cfg)
+    assert splits["train"].images.shape == (6, 3, 32, 32)
+    assert np.bincount(splits["train"].labels)[[40, 41, 55]].tolist() == [2, 2, 2]
+    with pytest.raises(InputError, match="data.cifar100_path.*not found"):
+        load_splits({**cfg, "cifar100_path": str(tmp_path / "missing.tar.gz")})
+
+
+def test_image_folder_with_metadata_csv(tmp_path):
+    from PIL import Image
+
+    from diffattr.data import load_splits
+
+    rows = ["file,artist"]
+    for i in range(10):
+        Image.fromarray(np.full((12, 10, 3), 20 * i, np.uint8)).save(tmp_path / f"{i}.png")
+        rows.append(f"{i}.png,{'ab'[i % 2]}")
+    (tmp_path / "meta.csv").write_text("\n".join(rows) + "\n")
+    folder = {
+        "path": str(tmp_path),
+        "metadata": str(tmp_path / "meta.csv"),
+        "file_column": "file",
+        "label_column": "artist",
+        "image_size": 8,
+    }
+    cfg = {
+        "source": "image_folder",
+        "image_folder": folder,
+        "n_train": 7,
+        "n_val": 3,
+        "seed": 0,
+        "classes": [0],
+    }
+    splits = load_splits(cfg)
+    train = splits["train"]
+    assert train.images.shape == (7, 3, 8, 8) and train.images.dtype == np.uint8
+    assert set(train.metadata) == {"file", "artist"}
+    for image, name, label in zip(train.images, train.metadata["file"], train.labels, strict=True):
+        assert image.mean() == pytest.approx(20 * int(name.split(".")[0]), abs=1)
+        assert label == int(name.split(".")[0]) % 2
+    assert not set(train.source_index) & set(splits["val"].source_index)
+    with pytest.raises(InputError, match="label_column.*'painter'"):
+        load_splits({**cfg, "image_folder": {**folder, "label_column": "painter"}})
+    (tmp_path / "3.png").unlink()
+    with pytest.raises(InputError, match="cannot read image"):
+        load_splits({**cfg, "n_train": 9, "n_val": 1})

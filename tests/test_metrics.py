@@ -1,6 +1,7 @@
 """LDS against a direct Spearman computation; bootstrap CIs; damping chosen on held-out targets."""
 
 import numpy as np
+import pytest
 from scipy.stats import spearmanr
 
 from diffattr.metrics import bootstrap_ci, lds_per_target, lds_summary, select_lambda, stack_outputs
@@ -57,3 +58,22 @@ def test_stack_outputs_averages_seeds_per_subset():
         {"subset": m, "val": np.array([m + s]), "gen": np.array([0.0])} for m in range(3) for s in (0, 1)
     ]
     np.testing.assert_allclose(stack_outputs(records, 3, "val")[:, 0], [0.5, 1.5, 2.5])
+
+
+def test_shapley_lds_and_correlations_match_scipy():
+    from scipy.stats import pearsonr, spearmanr
+
+    from diffattr.metrics import correlation_ci, shapley_lds
+
+    rng = np.random.default_rng(0)
+    values = rng.normal(size=6)
+    masks = rng.random((30, 6)) < 0.5
+    measured = masks @ values + rng.normal(scale=0.5, size=30)
+    rho, low, high = shapley_lds(values, masks, measured, n_boot=200, level=0.95, seed=0)
+    assert rho == pytest.approx(spearmanr(masks @ values, measured).statistic)
+    assert low <= rho <= high
+    a, b = rng.normal(size=20), rng.normal(size=20)
+    r, low, high = correlation_ci(a, b, n_boot=200, level=0.95, seed=0)
+    assert r == pytest.approx(pearsonr(a, b).statistic) and low <= r <= high
+    r, _, _ = correlation_ci(a, b, n_boot=50, level=0.95, seed=0, method="spearman")
+    assert r == pytest.approx(spearmanr(a, b).statistic)

@@ -77,3 +77,40 @@ def test_coalition_sizes_follow_the_shapley_kernel():
     se = np.sqrt(expected * (1 - expected) / len(masks))
     assert np.all(np.abs(observed - expected) < 4 * se)
     assert not masks.all(1).any() and masks.any(1).all()  # never empty or full
+
+
+def test_coalition_designs_and_the_estimator_dispatch_recover_an_additive_game():
+    from diffattr.valuation import coalition_design, estimate_values
+
+    n = len(WEIGHTS)
+    assert coalition_design("loo", n, 99, 0).sum(1).tolist() == [n - 1] * n
+    assert coalition_design("kernelshap", n, 50, 0).shape == (50, n)
+    for estimator in ("kernelshap", "banzhaf", "loo", "datamodel"):
+        masks = coalition_design(estimator, n, 200, 1)
+        values = np.array([additive(m) for m in masks])
+        result = estimate_values(
+            estimator, masks, values, additive(np.zeros(n, bool)), additive(np.ones(n, bool)), 50, 0
+        )
+        if estimator == "banzhaf":  # MSR is unbiased, not exact, on sampled coalitions
+            assert np.all(np.abs(result.values - WEIGHTS) < 4 * result.stderr + 1e-9)
+        else:  # the datamodel's ridge penalty shrinks slightly
+            atol = 0.02 if estimator == "datamodel" else 1e-6
+            np.testing.assert_allclose(result.values, WEIGHTS, atol=atol, err_msg=estimator)
+    with pytest.raises(ValueError, match="unknown estimator"):
+        estimate_values("tmc", masks, values, 0.0, 1.0, 10, 0)
+
+
+def test_named_coalitions_and_counterfactual_removal():
+    from diffattr.valuation import coalition_mask, removal_coalition
+
+    coalitions = {"fit": np.array([[True, False, True]]), "heldout": np.array([[False, True, True]])}
+    assert coalition_mask("fit0", coalitions, None, 0.4).tolist() == [True, False, True]
+    assert coalition_mask("heldout0", coalitions, None, 0.4).tolist() == [False, True, True]
+    assert not coalition_mask("empty", coalitions, None, 0.4).any()
+    assert coalition_mask("full", coalitions, None, 0.4).all()
+    values = np.array([0.1, 3.0, -2.0, 1.0, 0.5])
+    assert removal_coalition(values, 0.4, "top").tolist() == [True, False, True, False, True]
+    assert removal_coalition(values, 0.4, "bottom").tolist() == [False, True, False, True, True]
+    assert coalition_mask("top-sparse_ft", {"fit": np.zeros((1, 5), bool)}, values, 0.4).sum() == 3
+    with pytest.raises(ValueError, match="unknown coalition"):
+        coalition_mask("fitx", coalitions, None, 0.4)

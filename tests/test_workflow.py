@@ -9,7 +9,16 @@ import time
 import pandas as pd
 import pytest
 
-from tests.workflow_helpers import ROOT, SNAKEMAKE, TINY, deep_update, make_workspace, planned_jobs, snakemake
+from tests.workflow_helpers import (
+    ROOT,
+    SNAKEMAKE,
+    TINY,
+    TINY_SHAPLEY,
+    deep_update,
+    make_workspace,
+    planned_jobs,
+    snakemake,
+)
 
 
 def test_cifar2_preset_dry_run_lists_the_paper_jobs(tmp_path):
@@ -21,6 +30,24 @@ def test_cifar2_preset_dry_run_lists_the_paper_jobs(tmp_path):
     # 8 featurizers x (10 train + 2 val + 2 generated shards of 500)
     assert jobs["featurize"] == 8 * 14
     assert jobs["trak_scores"] == 8 * 2 and jobs["pixel_scores"] == 2
+
+
+def test_cifar20_shapley_preset_dry_run_lists_the_coalition_jobs(tmp_path):
+    workdir = make_workspace(tmp_path)
+    jobs = planned_jobs(workdir, "--configfile", str(ROOT / "experiments" / "cifar20-shapley.yaml"))
+    fit = 300 + 2  # KernelSHAP coalitions + empty + full, for each of the 4 ways
+    retrained = 100 * 3 + 4 * 2 * 3 + 2  # held-out x seeds, top/bottom per way x seeds, full x other seeds
+    assert jobs["coalition_model"] == 4 * fit + retrained
+    assert jobs["coalition_property"] == jobs["coalition_model"]
+    assert jobs["prune"] == 1 and jobs["shapley_values"] == 4 * 2
+    assert "train_lds" not in jobs and "train_classifier" not in jobs  # LDS off; IS from Inception
+
+
+def test_image_folder_template_dry_run_values_artists(tmp_path):
+    workdir = make_workspace(tmp_path)
+    jobs = planned_jobs(workdir, "--configfile", str(ROOT / "experiments" / "artists-shapley.yaml"))
+    assert jobs["coalition_model"] == 2 * 302 + 100 * 3 + 2 * 2 * 3 + 2
+    assert jobs["contributors"] == 1 and jobs["shapley_values"] == 2 * 2
 
 
 def test_bad_config_stops_before_any_job_with_one_line(tmp_path):
@@ -94,3 +121,44 @@ def test_killed_training_job_leaves_nothing_complete_and_rerun_redoes_only_it(tm
     assert (workdir / "results/tiny/data/train.zarr").is_dir()
     snakemake(workdir, "--unlock")
     assert planned_jobs(workdir, target) == {"train_full": 1}
+
+
+@pytest.fixture(scope="module")
+def tiny_shapley_run(tmp_path_factory):
+    workdir = make_workspace(tmp_path_factory.mktemp("tiny-shapley"), TINY_SHAPLEY)
+    snakemake(workdir, "--cores", "2")
+    return workdir
+
+
+@pytest.mark.slow
+def test_tiny_shapley_run_writes_values_metrics_and_report(tiny_shapley_run):
+    out = tiny_shapley_run / "results" / "tiny-shapley" / "shapley"
+    table = pd.read_csv(out / "data" / "contributors.csv")
+    assert table["name"].tolist() == ["class 0", "class 1", "class 2"] and table["images"].sum() == 30
+    for estimator in ("kernelshap", "datamodel"):
+        for how in ("sparse_ft", "retrain"):
+            values = pd.read_csv(out / "values" / f"{estimator}-{how}.csv")
+            assert len(values) == 3 and values[["value", "stderr"]].notna().all().all()
+    lds = pd.read_csv(out / "metrics" / "shapley_lds.csv")
+    assert len(lds) == 4 and (lds["coalitions"] == 3).all()
+    cost = pd.read_csv(out / "metrics" / "cost.csv").set_index("how")
+    assert cost.loc["retrain", "steps"] == 20 and cost.loc["sparse_ft", "steps"] == 5
+    assert len(pd.read_csv(out / "metrics" / "counterfactual.csv")) == 4
+    assert len(pd.read_csv(out / "metrics" / "agreement.csv")) == 2 * 2  # pearson + spearman per estimator
+    assert (out / "report" / "index.html").is_file() and (out / "report" / "figures" / "values.png").is_file()
+    assert planned_jobs(tiny_shapley_run) == {}
+
+
+@pytest.mark.slow
+def test_changing_the_property_remeasures_without_retraining(tiny_shapley_run):
+    changed = deep_update(copy.deepcopy(TINY_SHAPLEY), {"shapley": {"property": {"name": "entropy"}}})
+    workdir = make_workspace(tiny_shapley_run, changed)
+    try:
+        jobs = planned_jobs(workdir)
+    finally:
+        make_workspace(tiny_shapley_run, TINY_SHAPLEY)
+    # only the counterfactual retrains (their coalitions come from the values) are trained again
+    assert jobs["coalition_model"] == 2 * 2 and "prune" not in jobs and "train_classifier" not in jobs
+    assert (
+        jobs["coalition_property"] == 2 * 6 + 3 + 2 * 2
+    )  # fit models of both ways, held-out, counterfactual

@@ -26,6 +26,27 @@ TINY = {
     },
     "featurize": {"shard_size": 20},
     "evaluate": {"bootstrap": 50},
+    "shapley": {"enabled": False},
+}
+
+# A tiny contributor-valuation branch alone: 3 digit classes as contributors, every rule of it.
+TINY_SHAPLEY = {
+    "experiment": "tiny-shapley",
+    "model": TINY["model"],
+    "lds": {"enabled": False},
+    "shapley": {
+        "enabled": True,
+        "data": {"source": "digits", "classes": [0, 1, 2], "n_train": 30, "n_val": 3},
+        "train": {"steps": 20, "batch_size": 16},
+        "num_coalitions": 4,
+        "heldout": {"num_coalitions": 3, "seeds": [0]},
+        "pruning": {"steps": 5},
+        "finetune": {"steps": 5},
+        "property": {"num_images": 12, "num_inference_steps": 3},
+        "classifier": {"steps": 20},
+        "bootstrap": 20,
+    },
+    "evaluate": {"bootstrap": 50},
 }
 
 

@@ -20,19 +20,25 @@ def load_schema(path: str | Path = SCHEMA) -> dict:
         return yaml.safe_load(fh)
 
 
-def _fill_defaults(node: Any, schema: dict) -> Any:
-    """Recursively insert the schema's defaults for missing object keys."""
+def _fill_defaults(node: Any, schema: dict, root: dict | None = None) -> Any:
+    """Recursively insert the schema's defaults for missing object keys (following local $refs)."""
+    root = root or schema
+    if "$ref" in schema:
+        target = root
+        for part in schema["$ref"].lstrip("#/").split("/"):
+            target = target[part]
+        schema = target
     if schema.get("type") == "object" and isinstance(node, dict):
         for key, sub in schema.get("properties", {}).items():
             if key not in node and "default" in sub:
                 node[key] = copy.deepcopy(sub["default"])
             if key in node:
-                node[key] = _fill_defaults(node[key], sub)
+                node[key] = _fill_defaults(node[key], sub, root)
         extra = schema.get("additionalProperties")
         if isinstance(extra, dict):
             for key in node:
                 if key not in schema.get("properties", {}):
-                    node[key] = _fill_defaults(node[key], extra)
+                    node[key] = _fill_defaults(node[key], extra, root)
     return node
 
 
@@ -70,12 +76,17 @@ def _check_references(config: dict) -> None:
                 f"config key 'methods.{name}.featurizer': '{featurizer}' is not defined under "
                 f"'featurizers' (defined: {sorted(config['featurizers'])})"
             )
-    model = config["model"]
-    if len(model["down_block_types"]) != len(model["block_out_channels"]):
-        raise InputError(
-            "config key 'model.down_block_types': needs one entry per 'model.block_out_channels'"
-        )
-    if len(model["up_block_types"]) != len(model["block_out_channels"]):
-        raise InputError("config key 'model.up_block_types': needs one entry per 'model.block_out_channels'")
-    if config["data"]["source"] == "cifar10" and len(config["data"]["classes"]) < 2:
+    for prefix, section in (("", config), ("shapley.", config["shapley"])):
+        model = section.get("model")
+        if model is None:
+            continue
+        for key in ("down_block_types", "up_block_types"):
+            if len(model[key]) != len(model["block_out_channels"]):
+                raise InputError(
+                    f"config key '{prefix}model.{key}': needs one entry per "
+                    f"'{prefix}model.block_out_channels'"
+                )
+    if config["data"]["source"] in ("cifar10", "cifar100") and len(config["data"]["classes"]) < 2:
         raise InputError("config key 'data.classes': give at least two classes")
+    if not config["lds"]["enabled"] and not config["shapley"]["enabled"]:
+        raise InputError("config keys 'lds.enabled' and 'shapley.enabled': both false, nothing to run")

@@ -1,10 +1,11 @@
-"""Datasets as uint8 image arrays: scikit-learn digits (shipped with it) and CIFAR-10 from a local tarball."""
+"""Datasets as uint8 image arrays: scikit-learn digits (shipped with it), CIFAR-10 / CIFAR-100 from their
+local tarballs, and a folder of images listed in a CSV of metadata (identities, artists)."""
 
 from __future__ import annotations
 
 import pickle
 import tarfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +15,7 @@ from diffattr.errors import InputError
 from diffattr.store import read_arrays, write_arrays
 
 CIFAR10_MEMBER = "cifar-10-batches-py"
+CIFAR100_MEMBER = "cifar-100-python"
 
 
 @dataclass
@@ -24,6 +26,7 @@ class ImageSet:
     labels: np.ndarray
     contributors: np.ndarray
     source_index: np.ndarray
+    metadata: dict[str, np.ndarray] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.images)
@@ -90,24 +93,101 @@ def load_cifar10_splits(
     }
 
 
+def load_cifar100_splits(
+    path: str | Path, classes: list[int], n_train: int, n_val: int, seed: int
+) -> dict[str, ImageSet]:
+    """CIFAR-100 (fine labels) from its tarball; classes 40-44, 55-59, 60-64, 80-84 = CIFAR-20."""
+    args = (path, "cifar100_path", "cifar-100-python.tar.gz", CIFAR100_MEMBER, b"fine_labels")
+    train_images, train_labels = _read_cifar(*args, ["train"])
+    test_images, test_labels = _read_cifar(*args, ["test"])
+    rng = np.random.default_rng(seed)
+    train = stratified_pick(train_labels, classes, per_class_counts(n_train, len(classes)), rng)
+    val = stratified_pick(test_labels, classes, per_class_counts(n_val, len(classes)), rng)
+    return {
+        "train": _subset(train_images, train_labels, train),
+        "val": _subset(test_images, test_labels, val),
+    }
+
+
 def _read_cifar10(path: str | Path, members: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    return _read_cifar(path, "cifar10_path", "cifar-10-python.tar.gz", CIFAR10_MEMBER, b"labels", members)
+
+
+def _read_cifar(
+    path: str | Path, key: str, name: str, folder: str, label_key: bytes, members: list[str]
+) -> tuple[np.ndarray, np.ndarray]:
     path = Path(path)
     if not path.is_file():
         raise InputError(
-            f"config key 'data.cifar10_path': file not found: {path} (download "
-            "cifar-10-python.tar.gz once and point this key at it)"
+            f"config key 'data.{key}': file not found: {path} (download {name} once and point this key at it)"
         )
     images, labels = [], []
     try:
         with tarfile.open(path, "r:gz") as tar:
             for member in members:
-                handle = tar.extractfile(f"{CIFAR10_MEMBER}/{member}")
+                handle = tar.extractfile(f"{folder}/{member}")
                 batch = pickle.load(handle, encoding="bytes")
                 images.append(np.asarray(batch[b"data"], np.uint8).reshape(-1, 3, 32, 32))
-                labels.append(np.asarray(batch[b"labels"], np.int64))
+                labels.append(np.asarray(batch[label_key], np.int64))
     except (tarfile.TarError, KeyError, OSError, pickle.UnpicklingError) as exc:
-        raise InputError(f"{path}: not a valid cifar-10-python.tar.gz ({exc})") from exc
+        raise InputError(f"{path}: not a valid {name} ({exc})") from exc
     return np.concatenate(images), np.concatenate(labels)
+
+
+def load_image_folder_splits(folder_config: dict, n_train: int, n_val: int, seed: int) -> dict[str, ImageSet]:
+    """Images listed in a CSV (a `file` column relative to the folder, plus metadata columns such as an
+    identity or artist), resized to `image_size` RGB, split at random into train and val.
+
+    Every CSV column is kept as metadata (contributors can be defined by one); `label_column`, if set,
+    gives the labels.
+    """
+    import pandas as pd
+    from PIL import Image
+
+    root, csv = Path(folder_config["path"]), Path(folder_config["metadata"])
+    if not csv.is_file():
+        raise InputError(f"config key 'data.image_folder.metadata': file not found: {csv}")
+    table = pd.read_csv(csv, dtype=str)
+    file_column, label_column = folder_config["file_column"], folder_config.get("label_column")
+    for key, column in (("file_column", file_column), ("label_column", label_column)):
+        if column is not None and column not in table.columns:
+            raise InputError(
+                f"config key 'data.image_folder.{key}': no column {column!r} in {csv} "
+                f"(has {list(table.columns)})"
+            )
+    if n_train + n_val > len(table):
+        raise InputError(
+            f"config key 'data.n_train': {n_train} + {n_val} images requested, {csv} lists {len(table)}"
+        )
+    size = folder_config["image_size"]
+    order = np.random.default_rng(seed).permutation(len(table))
+    labels = (
+        np.unique(table[label_column].to_numpy(), return_inverse=True)[1]
+        if label_column
+        else np.zeros(len(table), np.int64)
+    )
+    splits = {}
+    for split, idx in (
+        ("train", np.sort(order[:n_train])),
+        ("val", np.sort(order[n_train : n_train + n_val])),
+    ):
+        images = []
+        for name in table[file_column].to_numpy()[idx]:
+            try:
+                with Image.open(root / name) as img:
+                    images.append(np.asarray(img.convert("RGB").resize((size, size), Image.BICUBIC)))
+            except OSError as exc:
+                raise InputError(
+                    f"config key 'data.image_folder.path': cannot read image {root / name} ({exc})"
+                ) from exc
+        splits[split] = ImageSet(
+            images=np.stack(images).transpose(0, 3, 1, 2).copy(),
+            labels=labels[idx].astype(np.int64),
+            contributors=labels[idx].astype(np.int64),
+            source_index=idx.astype(np.int64),
+            metadata={c: table[c].to_numpy()[idx] for c in table.columns},
+        )
+    return splits
 
 
 def _subset(images: np.ndarray, labels: np.ndarray, idx: np.ndarray) -> ImageSet:
@@ -131,6 +211,12 @@ def load_splits(data_config: dict) -> dict[str, ImageSet]:
         return load_digits_splits(*args)
     if data_config["source"] == "cifar10":
         return load_cifar10_splits(data_config["cifar10_path"], *args)
+    if data_config["source"] == "cifar100":
+        return load_cifar100_splits(data_config["cifar100_path"], *args)
+    if data_config["source"] == "image_folder":
+        if not data_config.get("image_folder"):
+            raise InputError("config key 'data.image_folder': required for source image_folder")
+        return load_image_folder_splits(data_config["image_folder"], *args[1:])
     raise InputError(f"config key 'data.source': unknown source {data_config['source']!r}")
 
 

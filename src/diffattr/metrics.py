@@ -78,3 +78,37 @@ def lds_summary(
         "n_subsets": int(len(masks)),
     }
     return row, values
+
+
+def shapley_lds(
+    values: np.ndarray, masks: np.ndarray, measured: np.ndarray, n_boot: int, level: float, seed: int
+) -> tuple[float, float, float]:
+    """Spearman over held-out coalitions of (sum of kept players' values, measured property), with a CI
+    from resampling coalitions."""
+    predicted = masks.astype(np.float64) @ values
+    rho = float(_columnwise_spearman(predicted[:, None], measured[:, None])[0])
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, len(masks), size=(n_boot, len(masks)))
+    draws = _columnwise_spearman(predicted[idx].T, measured[idx].T)
+    tail = (1 - level) / 2 * 100
+    low, high = np.nanpercentile(draws, [tail, 100 - tail])
+    return rho, float(low), float(high)
+
+
+def correlation_ci(
+    a: np.ndarray, b: np.ndarray, n_boot: int, level: float, seed: int, method: str = "pearson"
+) -> tuple[float, float, float]:
+    """Pearson or Spearman correlation of paired values with a percentile CI from resampling pairs."""
+    corr = _pearson_rows if method == "pearson" else lambda x, y: _columnwise_spearman(x.T, y.T)
+    idx = np.random.default_rng(seed).integers(0, len(a), size=(n_boot, len(a)))
+    tail = (1 - level) / 2 * 100
+    low, high = np.nanpercentile(corr(a[idx], b[idx]), [tail, 100 - tail])
+    return float(corr(a[None], b[None])[0]), float(low), float(high)
+
+
+def _pearson_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    a = a - a.mean(1, keepdims=True)
+    b = b - b.mean(1, keepdims=True)
+    denom = np.sqrt((a**2).sum(1) * (b**2).sum(1))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(denom > 0, (a * b).sum(1) / denom, np.nan)

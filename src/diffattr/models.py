@@ -11,6 +11,8 @@ from diffusers.schedulers.scheduling_ddpm import DDPMScheduler
 
 from diffattr.errors import InputError
 
+PRUNED_UNET = "pruned_unet.pt"
+
 
 def build_unet(model_config: dict, sample_size: int, channels: int, seed: int = 0) -> UNet2DModel:
     """A fresh UNet2DModel from the `model` section of the config and the data's shape.
@@ -79,16 +81,24 @@ class PixelDiffusion:
         return [p for p in self.unet.parameters() if p.requires_grad]
 
     def save_pretrained(self, path: str | Path) -> None:
-        self.unet.save_pretrained(Path(path) / "unet")
+        """diffusers layout; a pruned UNet (whose config no longer matches its shapes) is saved whole."""
+        if getattr(self.unet, "diffattr_pruned", False):
+            (Path(path) / "unet").mkdir(parents=True, exist_ok=True)
+            torch.save(self.unet, Path(path) / "unet" / PRUNED_UNET)
+        else:
+            self.unet.save_pretrained(Path(path) / "unet")
         self.scheduler.save_pretrained(Path(path) / "scheduler")
 
     @classmethod
     def from_pretrained(cls, path: str | Path) -> PixelDiffusion:
         """Load from a local directory written by `save_pretrained` (or a hub-cache snapshot of one)."""
         path = Path(path)
-        if not (path / "unet" / "config.json").is_file():
+        if (path / "unet" / PRUNED_UNET).is_file():
+            unet = torch.load(path / "unet" / PRUNED_UNET, weights_only=False, map_location="cpu")
+        elif (path / "unet" / "config.json").is_file():
+            unet = UNet2DModel.from_pretrained(path / "unet", local_files_only=True)
+        else:
             raise InputError(f"not a saved diffattr model (no unet/config.json): {path}")
-        unet = UNet2DModel.from_pretrained(path / "unet", local_files_only=True)
         scheduler = DDPMScheduler.from_pretrained(path / "scheduler", local_files_only=True)
         return cls(unet=unet, scheduler=scheduler)
 

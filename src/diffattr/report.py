@@ -102,3 +102,83 @@ damping; CI by bootstrap over targets.</p>
 """
     with atomic_path(path) as tmp:
         tmp.write_text(body)
+
+
+def values_figure(values: dict[str, pd.DataFrame], path: str | Path) -> None:
+    """Grouped bars of each contributor's value per way (estimator-how), with +-1 standard error."""
+    names = list(next(iter(values.values()))["name"])
+    width = 0.8 / len(values)
+    fig, ax = plt.subplots(figsize=(2 + 0.55 * len(names) * max(1, len(values) / 2), 3.8))
+    for i, (label, table) in enumerate(values.items()):
+        x = np.arange(len(names)) + (i - (len(values) - 1) / 2) * width
+        ax.bar(x, table["value"], width, yerr=table["stderr"], capsize=2, label=label)
+    ax.axhline(0, color="black", linewidth=0.8)
+    ax.set_xticks(np.arange(len(names)), names, rotation=45, ha="right")
+    ax.set_ylabel(f"value ({next(iter(values.values()))['property'].iloc[0]})")
+    ax.set_title("Contributor values, +-1 bootstrap SE")
+    ax.legend(frameon=False, fontsize=8)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=120, format="png")
+    plt.close(fig)
+
+
+def shapley_lds_figure(lds: pd.DataFrame, path: str | Path) -> None:
+    """Bars of the Shapley LDS of every (estimator, way) with its CI."""
+    labels = [f"{e}\n{h}" for e, h in zip(lds["estimator"], lds["how"], strict=True)]
+    fig, ax = plt.subplots(figsize=(1.6 + 1.2 * len(lds), 3.4))
+    err = np.vstack([lds["lds"] - lds["ci_low"], lds["ci_high"] - lds["lds"]])
+    ax.bar(np.arange(len(lds)), lds["lds"], 0.6, yerr=err, capsize=3)
+    ax.axhline(0, color="black", linewidth=0.8)
+    ax.set_xticks(np.arange(len(lds)), labels)
+    ax.set_ylabel("Shapley LDS (Spearman)")
+    ax.set_title("Held-out coalitions, 95% bootstrap CI")
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=120, format="png")
+    plt.close(fig)
+
+
+def write_shapley_report(
+    path: str | Path,
+    figures: list[str | Path],
+    tables: dict[str, pd.DataFrame],
+    notes: dict[str, str],
+    config: dict,
+    sources: list[str],
+) -> None:
+    """index.html of the contributor branch: values, Shapley LDS, agreement, cost, counterfactuals."""
+    rel = [Path(f).relative_to(Path(path).parent) for f in figures]
+
+    def table(name: str) -> str:
+        return tables[name].to_html(index=False, float_format=lambda v: f"{v:.4g}")
+
+    body = f"""<!doctype html><html><head><meta charset="utf-8">
+<title>diffattr contributors: {html.escape(config["experiment"])}</title>
+<style>body{{font-family:sans-serif;max-width:64em;margin:2em auto}}table{{border-collapse:collapse}}
+td,th{{border:1px solid #ccc;padding:2px 8px;text-align:right}}</style></head><body>
+<h1>Contributor values: {html.escape(config["experiment"])}</h1>
+<p>{html.escape(notes["summary"])}</p>
+<h2>Values</h2>
+<img src="{rel[0]}" alt="contributor values">
+{table("values")}
+<h2>Shapley LDS</h2>
+<p>Spearman correlation, over held-out coalitions, between the summed values of the kept contributors and
+the property of models retrained on them (mean over seeds); CI by bootstrap over coalitions.</p>
+<img src="{rel[1]}" alt="Shapley LDS">
+{table("lds")}
+<h2>Agreement with retraining</h2>
+{table("agreement")}
+<h2>Cost per coalition model</h2>
+<p>{html.escape(notes["cost"])}</p>
+{table("cost")}
+<h2>Counterfactual: remove the top or bottom contributors and retrain</h2>
+{table("counterfactual")}
+<h2>Produced from</h2>
+<ul>{"".join(f"<li><code>{html.escape(s)}</code></li>" for s in sources)}</ul>
+<h2>Config</h2>
+<pre>{html.escape(yaml.safe_dump(config, sort_keys=False))}</pre>
+</body></html>
+"""
+    with atomic_path(path) as tmp:
+        tmp.write_text(body)

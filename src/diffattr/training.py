@@ -52,8 +52,12 @@ def train(
     seed: int,
     device: torch.device,
     checkpoint_dir: Path | None = None,
+    ascent: bool = False,
 ) -> TrainingRecord:
-    """Train `model` in place on `images` in [-1, 1]; with EMA, the EMA weights are left in the model."""
+    """Train `model` in place on `images` in [-1, 1]; with EMA, the EMA weights are left in the model.
+
+    With `ascent`, the loss is maximised instead (gradient-ascent unlearning of `images`).
+    """
     torch.manual_seed(seed)
     accelerator = Accelerator(cpu=device.type == "cpu", mixed_precision="no")
     steps = total_steps(train_config, len(images))
@@ -99,7 +103,7 @@ def train(
         t = torch.randint(0, num_timesteps, (len(x0),), generator=generator).to(x0.device)
         loss = torch.nn.functional.mse_loss(unet(model.add_noise(x0, noise, t), t).sample, noise)
         optimizer.zero_grad(set_to_none=True)
-        accelerator.backward(loss)
+        accelerator.backward(-loss if ascent else loss)
         if train_config["grad_clip"]:
             torch.nn.utils.clip_grad_norm_(unet.parameters(), train_config["grad_clip"], foreach=True)
         lr_used = optimizer.param_groups[0]["lr"]

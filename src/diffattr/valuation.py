@@ -124,3 +124,65 @@ def exact_banzhaf(value_fn: Callable[[np.ndarray], float], n: int) -> np.ndarray
     """Exact Banzhaf values by enumeration (n <= 16)."""
     masks = ((np.arange(2**n)[:, None] >> np.arange(n)) & 1).astype(bool)
     return banzhaf(masks, np.array([value_fn(m) for m in masks]))
+
+
+ESTIMATORS = ("kernelshap", "banzhaf", "loo", "datamodel")
+
+
+def coalition_design(estimator: str, n: int, count: int, seed: int) -> np.ndarray:
+    """The fit coalitions an estimator needs: Shapley-kernel draws, uniform draws, or the n leave-one-outs."""
+    if estimator == "kernelshap":
+        return sample_kernelshap_coalitions(n, count, seed)
+    if estimator in ("banzhaf", "datamodel"):
+        return sample_uniform_coalitions(n, count, seed)
+    if estimator == "loo":
+        return leave_one_out_coalitions(n)
+    raise ValueError(f"unknown estimator {estimator!r} (known: {list(ESTIMATORS)})")
+
+
+def estimate_values(
+    estimator: str,
+    masks: np.ndarray,
+    values: np.ndarray,
+    v_empty: float,
+    v_full: float,
+    n_boot: int,
+    seed: int,
+) -> Valuation:
+    """One value per player by `estimator` from the game's (masks, values), with bootstrap standard errors."""
+    fits = {
+        "kernelshap": lambda m, v: kernelshap(m, v, v_empty, v_full),
+        "banzhaf": banzhaf,
+        "loo": lambda m, v: leave_one_out(m, v, v_full),
+        "datamodel": datamodel,
+    }
+    if estimator not in fits:
+        raise ValueError(f"unknown estimator {estimator!r} (known: {list(ESTIMATORS)})")
+    return with_bootstrap(fits[estimator], masks, values, n_boot, seed)
+
+
+def removal_coalition(values: np.ndarray, fraction: float, side: str) -> np.ndarray:
+    """All players but the top (or bottom) `fraction` by value: the counterfactual coalition."""
+    count = int(round(fraction * len(values)))
+    order = np.argsort(-values if side == "top" else values, kind="stable")
+    mask = np.ones(len(values), dtype=bool)
+    mask[order[:count]] = False
+    return mask
+
+
+def coalition_mask(
+    name: str, coalitions: dict[str, np.ndarray], values: np.ndarray | None, fraction: float
+) -> np.ndarray:
+    """The contributors of a named coalition: fit{i}, heldout{i}, empty, full, or top-/bottom-{way}."""
+    n = coalitions["fit"].shape[1]
+    if name == "empty":
+        return np.zeros(n, dtype=bool)
+    if name == "full":
+        return np.ones(n, dtype=bool)
+    for kind in ("fit", "heldout"):
+        if name.startswith(kind) and name[len(kind) :].isdigit():
+            return coalitions[kind][int(name[len(kind) :])]
+    side = name.split("-")[0]
+    if side in ("top", "bottom") and values is not None:
+        return removal_coalition(values, fraction, side)
+    raise ValueError(f"unknown coalition {name!r}")

@@ -1,0 +1,199 @@
+# Contributor valuation: contributors, coalitions, the property of every coalition model, Shapley
+# values per way, their evaluation (Shapley LDS, agreement with retraining, counterfactuals) and report.
+
+
+rule contributors:
+    output:
+        train=directory(sout("data/train.zarr")),
+        table=sout("data/contributors.csv"),
+    log:
+        log_path("contributors"),
+    benchmark:
+        bench_path("contributors")
+    conda:
+        "../envs/diffattr.yaml"
+    resources:
+        mem_mb=config["resources"]["cpu_mem_mb"],
+        runtime=config["resources"]["runtime"],
+    params:
+        data=SHAPLEY_DATA,
+        contributors=SHAPLEY["contributors"],
+    script:
+        "../scripts/contributors.py"
+
+
+rule coalitions:
+    input:
+        table=sout("data/contributors.csv"),
+    output:
+        sout("subsets/coalitions.npz"),
+    log:
+        log_path("coalitions"),
+    benchmark:
+        bench_path("coalitions")
+    conda:
+        "../envs/diffattr.yaml"
+    resources:
+        mem_mb=config["resources"]["cpu_mem_mb"],
+        runtime=config["resources"]["runtime"],
+    params:
+        estimator=SHAPLEY["estimator"],
+        num_coalitions=SHAPLEY["num_coalitions"],
+        heldout=SHAPLEY["heldout"],
+        seed=SHAPLEY["seed"],
+    script:
+        "../scripts/coalitions.py"
+
+
+rule train_classifier:
+    input:
+        train=sout("data/train.zarr"),
+    output:
+        directory(sout("models/classifier")),
+    log:
+        log_path("train_classifier"),
+    benchmark:
+        bench_path("train_classifier")
+    conda:
+        "../envs/diffattr.yaml"
+    threads: config["threads"]
+    resources:
+        mem_mb=config["resources"]["cpu_mem_mb"],
+        runtime=config["resources"]["runtime"],
+    params:
+        classifier=SHAPLEY["classifier"],
+        seed=SHAPLEY["seed"],
+    script:
+        "../scripts/train_classifier.py"
+
+
+def property_inputs(wildcards):
+    inputs = {
+        "model": sout(
+            f"models/coalition/{wildcards.how}/{wildcards.coalition}/seed{wildcards.seed}"
+        ),
+        "train": sout("data/train.zarr"),
+    }
+    prop = SHAPLEY["property"]
+    if prop["name"] != "aesthetic" and prop["features"] == "classifier":
+        inputs["classifier"] = sout("models/classifier")
+    return inputs
+
+
+rule coalition_property:
+    input:
+        unpack(property_inputs),
+    output:
+        sout("properties/{how}/{coalition}/seed{seed}.json"),
+    log:
+        log_path("coalition_property", "{how}-{coalition}-seed{seed}"),
+    benchmark:
+        bench_path("coalition_property", "{how}-{coalition}-seed{seed}")
+    conda:
+        "../envs/diffattr.yaml"
+    threads: config["threads"]
+    resources:
+        gpu=GPU_RULE_GPUS,
+        mem_mb=config["resources"]["gpu_mem_mb"],
+        runtime=config["resources"]["runtime"],
+    params:
+        prop=SHAPLEY["property"],
+        device=config["device"],
+    script:
+        "../scripts/coalition_property.py"
+
+
+rule shapley_values:
+    input:
+        table=sout("data/contributors.csv"),
+        coalitions=sout("subsets/coalitions.npz"),
+        properties=lambda wc: fit_property_paths(wc.how),
+    output:
+        sout("values/{estimator}-{how}.csv"),
+    log:
+        log_path("shapley_values", "{estimator}-{how}"),
+    benchmark:
+        bench_path("shapley_values", "{estimator}-{how}")
+    conda:
+        "../envs/diffattr.yaml"
+    resources:
+        mem_mb=config["resources"]["cpu_mem_mb"],
+        runtime=config["resources"]["runtime"],
+    params:
+        coalitions=fit_coalitions(),
+        prop=SHAPLEY["property"]["name"],
+        bootstrap=SHAPLEY["bootstrap"],
+        seed=SHAPLEY["seed"],
+    script:
+        "../scripts/shapley_values.py"
+
+
+rule shapley_metrics:
+    input:
+        coalitions=sout("subsets/coalitions.npz"),
+        values=expand(
+            sout("values/{estimator}-{how}.csv"), estimator=ESTIMATORS, how=HOWS
+        ),
+        heldout=retrained_property_paths(heldout_coalitions()),
+        models=[
+            sout(f"models/coalition/{how}/{c}/seed{SHAPLEY_SEED}")
+            for how in HOWS
+            for c in fit_coalitions()
+        ],
+        counterfactual=retrained_property_paths(counterfactual_coalitions() + ["full"]),
+    output:
+        lds=sout("metrics/shapley_lds.csv"),
+        agreement=sout("metrics/agreement.csv"),
+        cost=sout("metrics/cost.csv"),
+        counterfactual=sout("metrics/counterfactual.csv"),
+    log:
+        log_path("shapley_metrics"),
+    benchmark:
+        bench_path("shapley_metrics")
+    conda:
+        "../envs/diffattr.yaml"
+    resources:
+        mem_mb=config["resources"]["cpu_mem_mb"],
+        runtime=config["resources"]["runtime"],
+    params:
+        hows=HOWS,
+        estimators=ESTIMATORS,
+        estimator=SHAPLEY["estimator"],
+        heldout=heldout_coalitions(),
+        seeds=SHAPLEY["heldout"]["seeds"],
+        counterfactual=counterfactual_coalitions(),
+        fit=fit_coalitions(),
+        prop=SHAPLEY["property"]["name"],
+        bootstrap=SHAPLEY["bootstrap"],
+        evaluate=config["evaluate"],
+    script:
+        "../scripts/shapley_metrics.py"
+
+
+rule shapley_report:
+    input:
+        lds=sout("metrics/shapley_lds.csv"),
+        agreement=sout("metrics/agreement.csv"),
+        cost=sout("metrics/cost.csv"),
+        counterfactual=sout("metrics/counterfactual.csv"),
+        values=expand(
+            sout("values/{estimator}-{how}.csv"), estimator=ESTIMATORS, how=HOWS
+        ),
+        pruned=sout("models/pruned") if "sparse_ft" in HOWS else [],
+    output:
+        html=sout("report/index.html"),
+        values=sout("report/figures/values.png"),
+        lds=sout("report/figures/shapley_lds.png"),
+    log:
+        log_path("shapley_report"),
+    conda:
+        "../envs/diffattr.yaml"
+    resources:
+        mem_mb=config["resources"]["cpu_mem_mb"],
+        runtime=config["resources"]["runtime"],
+    params:
+        estimator=SHAPLEY["estimator"],
+        prop=SHAPLEY["property"]["name"],
+        config=config,
+    script:
+        "../scripts/shapley_report.py"

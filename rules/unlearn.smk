@@ -1,0 +1,76 @@
+# Models of coalitions of contributors: the pruned model, and one model per (way, coalition, seed).
+
+
+rule prune:
+    input:
+        train=sout("data/train.zarr"),
+        full=sout(f"models/coalition/retrain/full/seed{SHAPLEY_SEED}"),
+    output:
+        directory(sout("models/pruned")),
+    log:
+        log_path("prune"),
+    benchmark:
+        bench_path("prune")
+    conda:
+        "../envs/diffattr.yaml"
+    threads: config["threads"]
+    resources:
+        gpu=GPU_RULE_GPUS,
+        mem_mb=config["resources"]["gpu_mem_mb"],
+        runtime=config["resources"]["train_runtime"],
+    params:
+        pruning=SHAPLEY["pruning"],
+        train={
+            **coalition_train_config("sparse_ft"),
+            "steps": SHAPLEY["pruning"]["steps"],
+            "lr": SHAPLEY["pruning"]["lr"],
+        },
+        seed=SHAPLEY_SEED,
+        device=config["device"],
+    script:
+        "../scripts/prune.py"
+
+
+def coalition_model_inputs(wildcards):
+    """The data, the coalitions, the way's base model, and for counterfactuals the values that rank."""
+    inputs = {
+        "train": sout("data/train.zarr"),
+        "coalitions": sout("subsets/coalitions.npz"),
+    }
+    base = {"sparse_ft": "models/pruned", "ft": None, "gradient_ascent": None}.get(
+        wildcards.how
+    )
+    if wildcards.how in ("ft", "gradient_ascent"):
+        base = f"models/coalition/retrain/full/seed{SHAPLEY_SEED}"
+    if base and wildcards.coalition != "empty":
+        inputs["base"] = sout(base)
+    side, _, ranked_by = wildcards.coalition.partition("-")
+    if side in ("top", "bottom"):
+        inputs["values"] = sout(f"values/{SHAPLEY['estimator']}-{ranked_by}.csv")
+    return inputs
+
+
+rule coalition_model:
+    input:
+        unpack(coalition_model_inputs),
+    output:
+        directory(sout("models/coalition/{how}/{coalition}/seed{seed}")),
+    log:
+        log_path("coalition_model", "{how}-{coalition}-seed{seed}"),
+    benchmark:
+        bench_path("coalition_model", "{how}-{coalition}-seed{seed}")
+    conda:
+        "../envs/diffattr.yaml"
+    threads: config["threads"]
+    resources:
+        gpu=GPU_RULE_GPUS,
+        mem_mb=config["resources"]["gpu_mem_mb"],
+        runtime=config["resources"]["train_runtime"],
+    params:
+        model=SHAPLEY_MODEL,
+        scheduler=config["scheduler"],
+        train=lambda wc: coalition_train_config(wc.how),
+        fraction=SHAPLEY["counterfactual"]["fraction"],
+        device=config["device"],
+    script:
+        "../scripts/coalition_model.py"

@@ -1,0 +1,100 @@
+"""Rule shapley_metrics: Shapley LDS on held-out coalitions, agreement of each way with retraining,
+the cost of each way per coalition, and the counterfactual property after removing top / bottom values."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from diffattr.metrics import correlation_ci, shapley_lds
+from diffattr.runtime import job
+from diffattr.store import read_npz, write_csv
+
+with job(snakemake.log[0]) as log:
+    p = snakemake.params
+    ev = p.evaluate
+    boot = dict(n_boot=p.bootstrap, level=ev["ci"], seed=ev["seed"])
+
+    def retrained(files, coalitions):
+        """Property of each coalition's retrained models, one per seed (files ordered coalition-major)."""
+        files = iter(files)
+        return {c: [json.loads(Path(next(files)).read_text())["value"] for _ in p.seeds] for c in coalitions}
+
+    heldout_masks = read_npz(snakemake.input.coalitions)["heldout"]
+    measured = np.array([np.mean(v) for v in retrained(snakemake.input.heldout, p.heldout).values()])
+    values = {Path(f).stem: pd.read_csv(f) for f in snakemake.input.values}
+
+    rows = []
+    for name, table in values.items():
+        rho, low, high = shapley_lds(table["value"].to_numpy(), heldout_masks, measured, **boot)
+        estimator, how = name.split("-", 1)
+        rows.append(
+            {
+                "estimator": estimator,
+                "how": how,
+                "lds": rho,
+                "ci_low": low,
+                "ci_high": high,
+                "coalitions": len(measured),
+            }
+        )
+    write_csv(snakemake.output.lds, pd.DataFrame(rows))
+
+    rows = []
+    for name, table in values.items():
+        estimator, how = name.split("-", 1)
+        gold = values.get(f"{estimator}-retrain")
+        if how == "retrain" or gold is None:
+            continue
+        for method in ("pearson", "spearman"):
+            r, low, high = correlation_ci(
+                table["value"].to_numpy(), gold["value"].to_numpy(), method=method, **boot
+            )
+            rows.append(
+                {
+                    "estimator": estimator,
+                    "how": how,
+                    "versus": "retrain",
+                    "method": method,
+                    "r": r,
+                    "ci_low": low,
+                    "ci_high": high,
+                }
+            )
+    write_csv(
+        snakemake.output.agreement,
+        pd.DataFrame(rows, columns=["estimator", "how", "versus", "method", "r", "ci_low", "ci_high"]),
+    )
+
+    records = [json.loads((Path(m) / "coalition.json").read_text()) for m in snakemake.input.models]
+    cost = pd.DataFrame(records)
+    cost = (
+        cost[cost.kept_images > 0]
+        .groupby("how")
+        .agg(seconds=("seconds", "mean"), steps=("steps", "mean"), models=("seconds", "size"))
+        .reset_index()
+    )
+    if "retrain" in set(cost.how):
+        cost["speedup_vs_retrain"] = cost.loc[cost.how == "retrain", "seconds"].iloc[0] / cost.seconds
+    write_csv(snakemake.output.cost, cost)
+
+    per = retrained(snakemake.input.counterfactual, p.counterfactual + ["full"])
+    rows = []
+    for name in p.counterfactual:
+        side, how = name.split("-", 1)
+        rows.append(
+            {
+                "ranked_by": f"{p.estimator}-{how}",
+                "removed": side,
+                "property": p.prop,
+                "value": np.mean(per[name]),
+                "stderr": np.std(per[name], ddof=1) / np.sqrt(len(per[name]))
+                if len(per[name]) > 1
+                else np.nan,
+                "full": np.mean(per["full"]),
+                "change": np.mean(per[name]) - np.mean(per["full"]),
+            }
+        )
+    write_csv(snakemake.output.counterfactual, pd.DataFrame(rows))
+    log.info("Shapley LDS:\n%s", pd.read_csv(snakemake.output.lds).to_string())

@@ -1,0 +1,32 @@
+"""Rule shapley_values: one value per contributor from the fit coalitions' properties, with bootstrap SEs."""
+
+import json
+
+import numpy as np
+import pandas as pd
+
+from diffattr.runtime import job
+from diffattr.store import read_npz, write_csv
+from diffattr.valuation import estimate_values
+
+with job(snakemake.log[0]) as log:
+    p, wc = snakemake.params, snakemake.wildcards
+    table = pd.read_csv(snakemake.input.table)
+    measured = {
+        c: json.loads(open(f).read())["value"]
+        for c, f in zip(p.coalitions, snakemake.input.properties, strict=True)
+    }
+    fit = read_npz(snakemake.input.coalitions)["fit"]
+    values = np.array([measured[f"fit{i}"] for i in range(len(fit))])
+    result = estimate_values(
+        wc.estimator, fit, values, measured["empty"], measured["full"], p.bootstrap, p.seed
+    )
+    table["value"], table["stderr"] = result.values, result.stderr
+    table["property"], table["estimator"], table["how"] = p.prop, wc.estimator, wc.how
+    write_csv(snakemake.output[0], table)
+    log.info(
+        "v(empty) %.4f, v(full) %.4f, sum of values %.4f",
+        measured["empty"],
+        measured["full"],
+        result.values.sum(),
+    )

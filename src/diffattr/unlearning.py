@@ -1,0 +1,72 @@
+"""Models of coalitions: what the model would be had it learned only from some contributors.
+
+Four ways (`how`), from cheapest to the gold standard:
+  sparse_ft        the pruned model (fine-tuned on all data once) fine-tuned on the coalition's data
+  ft               the full model fine-tuned on the coalition's data, without pruning
+  gradient_ascent  the full model trained to increase its loss on the removed contributors' data
+  retrain          a fresh model trained from scratch on the coalition's data
+The empty coalition is the untrained model (it learned from nobody) whatever the way.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from diffattr.errors import InputError
+from diffattr.models import PixelDiffusion
+from diffattr.training import train
+
+HOWS = ("sparse_ft", "ft", "gradient_ascent", "retrain")
+BASE_MODEL = {"sparse_ft": "pruned", "ft": "full", "gradient_ascent": "full", "retrain": None}
+
+
+@dataclass
+class CoalitionRecord:
+    """How a coalition model was made and what it cost."""
+
+    how: str
+    kept_images: int
+    trained_images: int
+    steps: int
+    seconds: float
+
+
+def coalition_model(
+    how: str,
+    kept: np.ndarray,
+    images: torch.Tensor,
+    fresh: PixelDiffusion,
+    base: PixelDiffusion | None,
+    train_config: dict,
+    seed: int,
+    device: torch.device,
+) -> tuple[PixelDiffusion, CoalitionRecord]:
+    """The model of the coalition whose images are `images[kept]`; `train_config` is that way's schedule.
+
+    `fresh` is an untrained model (used by retrain and for the empty coalition); `base` is the model
+    a fine-tuning way starts from (the pruned model for sparse_ft, the full model for ft and ascent).
+    """
+    if how not in HOWS:
+        raise InputError(f"config key 'shapley.how': unknown way {how!r} (known: {list(HOWS)})")
+    start = time.perf_counter()
+    if not kept.any():
+        return fresh, CoalitionRecord(how, 0, 0, 0, time.perf_counter() - start)
+    if how == "retrain":
+        model, data = fresh, images[kept]
+    else:
+        if base is None:
+            raise InputError(f"shapley.how {how!r} needs its base model ({BASE_MODEL[how]})")
+        model = PixelDiffusion(copy.deepcopy(base.unet), base.scheduler)
+        data = images[~kept] if how == "gradient_ascent" else images[kept]
+    steps = 0
+    if len(data):
+        model.unet.requires_grad_(True)
+        record = train(model, data, train_config, seed=seed, device=device, ascent=how == "gradient_ascent")
+        steps = record.steps
+    seconds = time.perf_counter() - start
+    return model, CoalitionRecord(how, int(kept.sum()), len(data), steps, seconds)

@@ -1,0 +1,39 @@
+"""Contributors from class labels, metadata columns and random groups; coalition masks over images."""
+
+import numpy as np
+import pytest
+
+from diffattr.contributors import assign_contributors, contributor_table, members
+from diffattr.errors import InputError
+
+SPEC = {"by": "class", "column": None, "group_size": 4, "seed": 0}
+
+
+def test_by_class_gives_one_contributor_per_label_with_sizes():
+    labels = np.array([3, 7, 3, 9, 7, 3])
+    ids, names = assign_contributors(labels, SPEC)
+    assert names == ["class 3", "class 7", "class 9"]
+    assert ids.tolist() == [0, 1, 0, 2, 1, 0]
+    assert contributor_table(ids, names)["images"].tolist() == [3, 2, 1]
+
+
+def test_by_column_uses_the_metadata_and_names_a_missing_column():
+    meta = {"artist": np.array(["b", "a", "b", "c"]), "file": np.array(list("wxyz"))}
+    ids, names = assign_contributors(np.zeros(4), {**SPEC, "by": "column", "column": "artist"}, meta)
+    assert names == ["a", "b", "c"] and ids.tolist() == [1, 0, 1, 2]
+    with pytest.raises(InputError, match="shapley.contributors.column.*'identity'.*artist") as err:
+        assign_contributors(np.zeros(4), {**SPEC, "by": "column", "column": "identity"}, meta)
+    assert "\n" not in str(err.value)
+
+
+def test_random_groups_have_the_given_size_and_are_seeded():
+    ids, names = assign_contributors(np.zeros(10), {**SPEC, "by": "random"})
+    assert np.bincount(ids).tolist() == [4, 4, 2] and len(names) == 3
+    again, _ = assign_contributors(np.zeros(10), {**SPEC, "by": "random"})
+    other, _ = assign_contributors(np.zeros(10), {**SPEC, "by": "random", "seed": 1})
+    assert (ids == again).all() and (ids != other).any()
+
+
+def test_members_selects_the_images_of_the_coalition():
+    ids = np.array([0, 1, 2, 1, 0])
+    assert members(ids, np.array([False, True, False])).tolist() == [False, True, False, True, False]

@@ -1,0 +1,114 @@
+"""Global properties: IS and entropy in closed form, FID/KID through clean-fid, the feature extractors'
+loading code (classifier, Inception torchscript, open_clip aesthetic head) on small local models."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from diffattr.errors import InputError
+from diffattr.properties import (
+    AestheticScorer,
+    ImageClassifier,
+    InceptionFeatures,
+    classifier_outputs,
+    frechet_distance,
+    inception_score,
+    kernel_distance,
+    label_entropy,
+    measure_property,
+    train_classifier,
+)
+
+
+def test_inception_score_and_entropy_match_their_closed_forms():
+    confident = np.eye(4)[np.arange(40) % 4]
+    assert inception_score(confident) == pytest.approx(4.0, rel=1e-6)
+    assert label_entropy(confident) == pytest.approx(2.0)
+    collapsed = np.tile([0.7, 0.1, 0.1, 0.1], (40, 1))
+    assert inception_score(collapsed) == pytest.approx(1.0)
+    assert label_entropy(collapsed) == 0.0
+
+
+def test_fid_and_kid_are_zero_for_identical_sets_and_grow_with_a_shift():
+    rng = np.random.default_rng(0)
+    feats = rng.normal(size=(400, 8))
+    assert frechet_distance(feats, feats) == pytest.approx(0.0, abs=1e-6)
+    shifts = [0.25, 0.5, 1.0, 2.0]
+    fids = [frechet_distance(feats + s, feats) for s in shifts]
+    kids = [kernel_distance(feats + s, feats) for s in shifts]
+    assert np.all(np.diff(fids) > 0) and np.all(np.diff(kids) > 0)
+    assert abs(kernel_distance(feats, feats)) < 0.02 * kids[2]  # unbiased MMD: ~0, not exactly
+    assert fids[2] == pytest.approx(8 * 1.0**2, rel=1e-6)  # mean shift of 1 in 8 dims, same covariance
+    assert kernel_distance(feats + 1, feats, seed=3) == kernel_distance(feats + 1, feats, seed=3)
+
+
+def test_classifier_learns_and_round_trips(tmp_path):
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    keep = digits.target < 3
+    images = torch.tensor(digits.images[keep][:, None] / 8.0 - 1, dtype=torch.float32)
+    labels = digits.target[keep]
+    model = train_classifier(images, labels, steps=150, lr=3e-3, batch_size=64, width=8, seed=0)
+    probs, feats = classifier_outputs(model, images)
+    assert (probs.argmax(1) == labels).mean() > 0.9
+    assert feats.shape == (len(images), 16)
+    model.save_pretrained(tmp_path / "clf")
+    again, _ = classifier_outputs(ImageClassifier.from_pretrained(tmp_path / "clf"), images)
+    np.testing.assert_allclose(again, probs, rtol=1e-6)
+    measured = measure_property("fid", images, lambda x: classifier_outputs(model, x), feats)
+    assert measured["fid"] == pytest.approx(0.0, abs=1e-6) and measured["inception_score"] > 2
+
+
+class FakeInception(torch.nn.Module):
+    """The call signature of the StyleGAN / clean-fid Inception torchscript, on a tiny random net."""
+
+    def __init__(self):
+        super().__init__()
+        self.features = torch.nn.Linear(3, 2048)
+        self.logits = torch.nn.Linear(2048, 1008)
+
+    def forward(self, x: torch.Tensor, return_features: bool = False, no_output_bias: bool = False):
+        f = self.features(x.mean(dim=(2, 3)) / 255)
+        if return_features:
+            return f
+        out = f @ self.logits.weight.T if no_output_bias else self.logits(f)
+        return torch.softmax(out, 1)
+
+
+def test_inception_loads_from_a_local_folder_and_a_missing_file_is_one_line(tmp_path):
+    torch.jit.script(FakeInception()).save(str(tmp_path / "inception-2015-12-05.pt"))
+    probs, feats = InceptionFeatures(tmp_path)(torch.rand(5, 1, 8, 8) * 2 - 1)
+    assert probs.shape == (5, 1008) and feats.shape == (5, 2048)
+    np.testing.assert_allclose(probs.sum(1), 1, rtol=1e-5)
+    with pytest.raises(InputError, match="inception_path.*not found") as err:
+        InceptionFeatures(tmp_path / "nowhere")
+    assert "\n" not in str(err.value)
+
+
+def test_aesthetic_head_on_a_small_local_open_clip_model(tmp_path):
+    import open_clip
+
+    tiny = {
+        "embed_dim": 16,
+        "vision_cfg": {"image_size": 32, "layers": 1, "width": 32, "patch_size": 16, "head_width": 16},
+        "text_cfg": {"context_length": 8, "vocab_size": 64, "width": 16, "heads": 1, "layers": 1},
+    }
+    (tmp_path / "configs").mkdir()
+    (tmp_path / "configs" / "tiny-test-clip.json").write_text(json.dumps(tiny))
+    open_clip.add_model_config(tmp_path / "configs")
+    torch.manual_seed(0)
+    torch.save(open_clip.create_model("tiny-test-clip").state_dict(), tmp_path / "clip.pt")
+    torch.save({"weight": torch.randn(1, 16), "bias": torch.tensor([5.0])}, tmp_path / "head.pt")
+    scorer = AestheticScorer("tiny-test-clip", tmp_path / "clip.pt", tmp_path / "head.pt")
+    images = torch.rand(6, 3, 8, 8) * 2 - 1
+    scores = scorer(images)
+    assert scores.shape == (6,) and np.all(
+        np.abs(scores - 5) <= np.linalg.norm(torch.load(tmp_path / "head.pt")["weight"])
+    )
+    measured = measure_property("aesthetic", images, aesthetic=scorer, quantile=0.9)
+    assert measured["aesthetic"] == pytest.approx(np.quantile(scores, 0.9))
+    with pytest.raises(InputError, match="clip.weights"):
+        AestheticScorer("tiny-test-clip", tmp_path / "missing.pt", tmp_path / "head.pt")
