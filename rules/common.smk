@@ -101,6 +101,16 @@ def sout(path):
     return out(f"shapley/{path}")
 
 
+FULL_MODEL = sout(f"models/coalition/retrain/full/seed{SHAPLEY_SEED}")
+# The model each way starts from: the pruned model, the full model, or none (retraining).
+BASE_MODELS = {
+    "sparse_ft": sout("models/pruned"),
+    "ft": FULL_MODEL,
+    "gradient_ascent": FULL_MODEL,
+    "retrain": None,
+}
+
+
 def num_contributors():
     """Known from the config alone, so that dry runs list every coalition job without data."""
     spec = SHAPLEY["contributors"]
@@ -169,6 +179,48 @@ def coalition_train_config(how):
         "checkpoints": 0,
         "warmup_fraction": 0.0,
     }
+
+
+def coalition_model_inputs(wildcards):
+    """The data, the coalitions, the way's base model, and for counterfactuals the values that rank."""
+    inputs = {
+        "train": sout("data/train.zarr"),
+        "coalitions": sout("subsets/coalitions.npz"),
+    }
+    base = BASE_MODELS[wildcards.how]
+    if base and wildcards.coalition != "empty":
+        inputs["base"] = base
+    side, _, ranked_by = wildcards.coalition.partition("-")
+    if side in ("top", "bottom"):
+        inputs["values"] = sout(f"values/{SHAPLEY['estimator']}-{ranked_by}.csv")
+    return inputs
+
+
+def feature_inputs():
+    """The trained classifier, when it is the feature extractor of the property."""
+    prop = SHAPLEY["property"]
+    if prop["name"] != "aesthetic" and prop["features"] == "classifier":
+        return {"classifier": sout("models/classifier")}
+    return {}
+
+
+def property_inputs(wildcards):
+    inputs = {
+        "model": sout(
+            f"models/coalition/{wildcards.how}/{wildcards.coalition}/seed{wildcards.seed}"
+        ),
+        **feature_inputs(),
+    }
+    if SHAPLEY["property"]["name"] in ("fid", "kid"):
+        inputs["reference"] = sout("properties/reference_features.npz")
+    return inputs
+
+
+def counterfactual_fraction(wildcards):
+    """Only counterfactual coalitions depend on the fraction removed (others must not rerun with it)."""
+    if wildcards.coalition.startswith(("top-", "bottom-")):
+        return SHAPLEY["counterfactual"]["fraction"]
+    return None
 
 
 wildcard_constraints:

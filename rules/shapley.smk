@@ -39,7 +39,7 @@ rule coalitions:
     params:
         estimator=SHAPLEY["estimator"],
         num_coalitions=SHAPLEY["num_coalitions"],
-        heldout=SHAPLEY["heldout"],
+        heldout={k: SHAPLEY["heldout"][k] for k in ("num_coalitions", "alpha")},
         seed=SHAPLEY["seed"],
     script:
         "../scripts/coalitions.py"
@@ -67,17 +67,28 @@ rule train_classifier:
         "../scripts/train_classifier.py"
 
 
-def property_inputs(wildcards):
-    inputs = {
-        "model": sout(
-            f"models/coalition/{wildcards.how}/{wildcards.coalition}/seed{wildcards.seed}"
-        ),
-        "train": sout("data/train.zarr"),
-    }
-    prop = SHAPLEY["property"]
-    if prop["name"] != "aesthetic" and prop["features"] == "classifier":
-        inputs["classifier"] = sout("models/classifier")
-    return inputs
+rule reference_features:
+    input:
+        unpack(lambda wc: feature_inputs()),
+        train=sout("data/train.zarr"),
+    output:
+        sout("properties/reference_features.npz"),
+    log:
+        log_path("reference_features"),
+    benchmark:
+        bench_path("reference_features")
+    conda:
+        "../envs/diffattr.yaml"
+    threads: config["threads"]
+    resources:
+        gpu=GPU_RULE_GPUS,
+        mem_mb=config["resources"]["gpu_mem_mb"],
+        runtime=config["resources"]["runtime"],
+    params:
+        prop=SHAPLEY["property"],
+        device=config["device"],
+    script:
+        "../scripts/reference_features.py"
 
 
 rule coalition_property:
@@ -141,6 +152,8 @@ rule shapley_metrics:
             for c in fit_coalitions()
         ],
         counterfactual=retrained_property_paths(counterfactual_coalitions() + ["full"]),
+        full=FULL_MODEL,
+        pruned=BASE_MODELS["sparse_ft"] if "sparse_ft" in HOWS else [],
     output:
         lds=sout("metrics/shapley_lds.csv"),
         agreement=sout("metrics/agreement.csv"),
@@ -156,16 +169,14 @@ rule shapley_metrics:
         mem_mb=config["resources"]["cpu_mem_mb"],
         runtime=config["resources"]["runtime"],
     params:
-        hows=HOWS,
-        estimators=ESTIMATORS,
         estimator=SHAPLEY["estimator"],
         heldout=heldout_coalitions(),
         seeds=SHAPLEY["heldout"]["seeds"],
         counterfactual=counterfactual_coalitions(),
-        fit=fit_coalitions(),
         prop=SHAPLEY["property"]["name"],
         bootstrap=SHAPLEY["bootstrap"],
-        evaluate=config["evaluate"],
+        level=config["evaluate"]["ci"],
+        seed=config["evaluate"]["seed"],
     script:
         "../scripts/shapley_metrics.py"
 
@@ -179,7 +190,7 @@ rule shapley_report:
         values=expand(
             sout("values/{estimator}-{how}.csv"), estimator=ESTIMATORS, how=HOWS
         ),
-        pruned=sout("models/pruned") if "sparse_ft" in HOWS else [],
+        pruned=BASE_MODELS["sparse_ft"] if "sparse_ft" in HOWS else [],
     output:
         html=sout("report/index.html"),
         values=sout("report/figures/values.png"),
@@ -194,6 +205,7 @@ rule shapley_report:
     params:
         estimator=SHAPLEY["estimator"],
         prop=SHAPLEY["property"]["name"],
+        level=config["evaluate"]["ci"],
         config=config,
     script:
         "../scripts/shapley_report.py"

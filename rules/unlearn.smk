@@ -4,7 +4,7 @@
 rule prune:
     input:
         train=sout("data/train.zarr"),
-        full=sout(f"models/coalition/retrain/full/seed{SHAPLEY_SEED}"),
+        full=FULL_MODEL,
     output:
         directory(sout("models/pruned")),
     log:
@@ -31,25 +31,6 @@ rule prune:
         "../scripts/prune.py"
 
 
-def coalition_model_inputs(wildcards):
-    """The data, the coalitions, the way's base model, and for counterfactuals the values that rank."""
-    inputs = {
-        "train": sout("data/train.zarr"),
-        "coalitions": sout("subsets/coalitions.npz"),
-    }
-    base = {"sparse_ft": "models/pruned", "ft": None, "gradient_ascent": None}.get(
-        wildcards.how
-    )
-    if wildcards.how in ("ft", "gradient_ascent"):
-        base = f"models/coalition/retrain/full/seed{SHAPLEY_SEED}"
-    if base and wildcards.coalition != "empty":
-        inputs["base"] = sout(base)
-    side, _, ranked_by = wildcards.coalition.partition("-")
-    if side in ("top", "bottom"):
-        inputs["values"] = sout(f"values/{SHAPLEY['estimator']}-{ranked_by}.csv")
-    return inputs
-
-
 rule coalition_model:
     input:
         unpack(coalition_model_inputs),
@@ -70,7 +51,7 @@ rule coalition_model:
         model=SHAPLEY_MODEL,
         scheduler=config["scheduler"],
         train=lambda wc: coalition_train_config(wc.how),
-        fraction=SHAPLEY["counterfactual"]["fraction"],
+        fraction=counterfactual_fraction,
         device=config["device"],
     script:
         "../scripts/coalition_model.py"

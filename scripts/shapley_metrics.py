@@ -10,11 +10,11 @@ import pandas as pd
 from diffattr.metrics import correlation_ci, shapley_lds
 from diffattr.runtime import job
 from diffattr.store import read_npz, write_csv
+from diffattr.unlearning import coalition_costs
 
 with job(snakemake.log[0]) as log:
     p = snakemake.params
-    ev = p.evaluate
-    boot = dict(n_boot=p.bootstrap, level=ev["ci"], seed=ev["seed"])
+    boot = dict(n_boot=p.bootstrap, level=p.level, seed=p.seed)
 
     def retrained(files, coalitions):
         """Property of each coalition's retrained models, one per seed (files ordered coalition-major)."""
@@ -68,16 +68,12 @@ with job(snakemake.log[0]) as log:
     )
 
     records = [json.loads((Path(m) / "coalition.json").read_text()) for m in snakemake.input.models]
-    cost = pd.DataFrame(records)
-    cost = (
-        cost[cost.kept_images > 0]
-        .groupby("how")
-        .agg(seconds=("seconds", "mean"), steps=("steps", "mean"), models=("seconds", "size"))
-        .reset_index()
-    )
-    if "retrain" in set(cost.how):
-        cost["speedup_vs_retrain"] = cost.loc[cost.how == "retrain", "seconds"].iloc[0] / cost.seconds
-    write_csv(snakemake.output.cost, cost)
+    full_seconds = json.loads((Path(snakemake.input.full) / "coalition.json").read_text())["seconds"]
+    one_off = {"ft": full_seconds, "gradient_ascent": full_seconds}
+    if snakemake.input.pruned:
+        pruning = json.loads((Path(snakemake.input.pruned) / "pruning.json").read_text())
+        one_off["sparse_ft"] = full_seconds + pruning["finetune_seconds"]
+    write_csv(snakemake.output.cost, coalition_costs(records, one_off))
 
     per = retrained(snakemake.input.counterfactual, p.counterfactual + ["full"])
     rows = []

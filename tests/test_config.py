@@ -16,6 +16,8 @@ def default_config():
 def test_embedded_default_and_presets_validate_with_defaults_filled():
     config = validate(default_config())
     assert config["lds"]["alpha"] == 0.5 and config["featurizers"]["trak"]["projection"] == "gaussian"
+    assert config["shapley"]["data"]["classes"] == list(range(10))
+    assert "model" not in config["shapley"]  # absent: the branch uses the top-level model
     for preset in sorted((ROOT / "experiments").glob("*.yaml")):
         merged = {**default_config(), **yaml.safe_load(preset.read_text())}
         validate(merged)
@@ -45,6 +47,17 @@ def test_embedded_default_and_presets_validate_with_defaults_filled():
         (
             lambda c: c["model"].update(up_block_types=["UpBlock2D"]),
             "config key 'model.up_block_types'",
+        ),
+        (lambda c: c["shapley"].update(how=["retrain", "magic"]), "config key 'shapley.how.1': 'magic'"),
+        (lambda c: c["shapley"]["pruning"].update(ratio=1.0), "config key 'shapley.pruning.ratio'"),
+        (lambda c: c["shapley"]["data"].update(n_trian=3), "config key 'shapley.data': unknown key(s)"),
+        (
+            lambda c: c["shapley"].update(model={"block_out_channels": [8, 16, 32]}),
+            "config key 'shapley.model.down_block_types': needs one entry",
+        ),
+        (
+            lambda c: (c["shapley"].update(enabled=False), c["lds"].update(enabled=False)),
+            "config keys 'lds.enabled' and 'shapley.enabled': both false",
         ),
     ],
 )

@@ -37,3 +37,22 @@ def test_random_groups_have_the_given_size_and_are_seeded():
 def test_members_selects_the_images_of_the_coalition():
     ids = np.array([0, 1, 2, 1, 0])
     assert members(ids, np.array([False, True, False])).tolist() == [False, True, False, True, False]
+
+
+def test_empty_contributor_cells_and_a_single_contributor_are_one_line_errors():
+    from diffattr.valuation import coalition_design
+
+    meta = {"artist": np.array(["a", " ", "b"])}
+    with pytest.raises(InputError, match="'artist' has empty cells"):
+        assign_contributors(np.zeros(3), {**SPEC, "by": "column", "column": "artist"}, meta)
+    with pytest.raises(InputError, match="1 contributor found") as err:
+        coalition_design("kernelshap", 1, 10, 0)
+    assert "\n" not in str(err.value)
+
+
+def test_heldout_coalitions_keep_exactly_alpha_of_the_contributors():
+    from diffattr.valuation import sample_heldout_coalitions
+
+    masks = sample_heldout_coalitions(10, 50, 0.5, seed=0)
+    assert (masks.sum(1) == 5).all() and len({m.tobytes() for m in masks}) > 40
+    assert (sample_heldout_coalitions(10, 50, 0.5, seed=0) == masks).all()

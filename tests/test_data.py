@@ -143,6 +143,16 @@ def test_image_folder_with_metadata_csv(tmp_path):
     assert not set(train.source_index) & set(splits["val"].source_index)
     with pytest.raises(InputError, match="label_column.*'painter'"):
         load_splits({**cfg, "image_folder": {**folder, "label_column": "painter"}})
+    (tmp_path / "blank.csv").write_text("file,artist\n0.png,a\n,b\n")
+    with pytest.raises(InputError, match="blank.csv: empty cell in column 'file' \\(line 3\\)"):
+        load_splits(
+            {
+                **cfg,
+                "image_folder": {**folder, "metadata": str(tmp_path / "blank.csv")},
+                "n_train": 1,
+                "n_val": 1,
+            }
+        )
     (tmp_path / "3.png").unlink()
     with pytest.raises(InputError, match="cannot read image"):
         load_splits({**cfg, "n_train": 9, "n_val": 1})

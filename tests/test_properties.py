@@ -22,6 +22,18 @@ from diffattr.properties import (
 )
 
 
+def test_lower_is_better_properties_are_attributed_as_their_negatives():
+    from diffattr.properties import attributed_value
+
+    assert attributed_value("fid", {"fid": 12.0}) == -12.0
+    assert attributed_value("inception_score", {"inception_score": 3.0}) == 3.0
+
+
+def test_classifier_needs_two_labels_and_says_which_key():
+    with pytest.raises(InputError, match="shapley.property.features.*at least 2 labels"):
+        train_classifier(torch.zeros(4, 1, 8, 8), np.zeros(4, int), 1, 1e-3, 4, 4, 0)
+
+
 def test_inception_score_and_entropy_match_their_closed_forms():
     confident = np.eye(4)[np.arange(40) % 4]
     assert inception_score(confident) == pytest.approx(4.0, rel=1e-6)

@@ -75,3 +75,20 @@ def test_retrain_trains_the_fresh_model_on_the_kept_images_only(tiny_model, tiny
     start = weights(fresh)
     model, record = coalition_model("retrain", kept, tiny_images, fresh, None, CONFIG, 0, CPU)
     assert record.trained_images == 2 and (weights(model) != start).any()
+
+
+def test_costs_count_one_off_work_and_skip_models_that_trained_on_nothing():
+    from diffattr.unlearning import coalition_costs
+
+    records = [
+        {"how": "retrain", "trained_images": 10, "steps": 100, "seconds": 10.0},
+        {"how": "retrain", "trained_images": 20, "steps": 100, "seconds": 14.0},
+        {"how": "retrain", "trained_images": 0, "steps": 0, "seconds": 0.0},
+        {"how": "sparse_ft", "trained_images": 10, "steps": 10, "seconds": 1.0},
+        {"how": "sparse_ft", "trained_images": 20, "steps": 10, "seconds": 3.0},
+    ]
+    cost = coalition_costs(records, {"sparse_ft": 8.0}).set_index("how")
+    assert cost.loc["retrain", "models"] == 2 and cost.loc["retrain", "seconds"] == 12.0
+    assert cost.loc["sparse_ft", "speedup_per_model"] == pytest.approx(6.0)
+    assert cost.loc["sparse_ft", "total_seconds"] == 12.0
+    assert cost.loc["sparse_ft", "speedup_total"] == pytest.approx(24.0 / 12.0)

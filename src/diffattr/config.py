@@ -86,7 +86,8 @@ def _check_references(config: dict) -> None:
                     f"config key '{prefix}model.{key}': needs one entry per "
                     f"'{prefix}model.block_out_channels'"
                 )
-    if config["data"]["source"] in ("cifar10", "cifar100") and len(config["data"]["classes"]) < 2:
-        raise InputError("config key 'data.classes': give at least two classes")
+    for prefix, data in (("", config["data"]), ("shapley.", config["shapley"].get("data"))):
+        if data and data["source"] in ("cifar10", "cifar100") and len(data["classes"]) < 2:
+            raise InputError(f"config key '{prefix}data.classes': give at least two classes")
     if not config["lds"]["enabled"] and not config["shapley"]["enabled"]:
         raise InputError("config keys 'lds.enabled' and 'shapley.enabled': both false, nothing to run")

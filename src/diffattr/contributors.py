@@ -29,7 +29,10 @@ def assign_contributors(
                 f"config key 'shapley.contributors.column': {column!r} is not a metadata column of the "
                 f"data (available: {available}; only the image_folder source has metadata)"
             )
-        names, ids = np.unique(np.asarray(metadata[column]).astype(str), return_inverse=True)
+        values = np.asarray(metadata[column]).astype(str)
+        if (np.char.strip(values) == "").any():
+            raise InputError(f"config key 'shapley.contributors.column': column {column!r} has empty cells")
+        names, ids = np.unique(values, return_inverse=True)
         return ids.astype(np.int64), [str(n) for n in names]
     if by == "random":
         size = spec["group_size"]

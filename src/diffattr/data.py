@@ -147,7 +147,7 @@ def load_image_folder_splits(folder_config: dict, n_train: int, n_val: int, seed
     root, csv = Path(folder_config["path"]), Path(folder_config["metadata"])
     if not csv.is_file():
         raise InputError(f"config key 'data.image_folder.metadata': file not found: {csv}")
-    table = pd.read_csv(csv, dtype=str)
+    table = pd.read_csv(csv, dtype=str, keep_default_na=False)
     file_column, label_column = folder_config["file_column"], folder_config.get("label_column")
     for key, column in (("file_column", file_column), ("label_column", label_column)):
         if column is not None and column not in table.columns:
@@ -155,6 +155,10 @@ def load_image_folder_splits(folder_config: dict, n_train: int, n_val: int, seed
                 f"config key 'data.image_folder.{key}': no column {column!r} in {csv} "
                 f"(has {list(table.columns)})"
             )
+    for column in (file_column, label_column):
+        if column is not None and (table[column].str.strip() == "").any():
+            row = int((table[column].str.strip() == "").to_numpy().argmax()) + 2
+            raise InputError(f"{csv}: empty cell in column {column!r} (line {row})")
     if n_train + n_val > len(table):
         raise InputError(
             f"config key 'data.n_train': {n_train} + {n_val} images requested, {csv} lists {len(table)}"

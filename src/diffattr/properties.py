@@ -22,7 +22,21 @@ from diffattr.errors import InputError
 from diffattr.store import atomic_path
 
 PROPERTIES = ("inception_score", "entropy", "fid", "kid", "aesthetic")
+LOWER_IS_BETTER = ("fid", "kid")
 INCEPTION_FILE = "inception-2015-12-05.pt"
+BATCH = 128
+
+
+def in_batches(fn, images: torch.Tensor, device: torch.device | str = "cpu") -> tuple[np.ndarray, ...]:
+    """Apply `fn` (images -> tuple of arrays) to batches of images on `device` and concatenate."""
+    parts = [fn(images[i : i + BATCH].to(device)) for i in range(0, len(images), BATCH)]
+    return tuple(np.concatenate(p) for p in zip(*parts, strict=True))
+
+
+def attributed_value(name: str, measured: dict[str, float]) -> float:
+    """The number whose credit is split among contributors: the property, negated when lower is better
+    (FID, KID), so that a positive value always means a contributor makes the model better."""
+    return -measured[name] if name in LOWER_IS_BETTER else measured[name]
 
 
 class ImageClassifier(nn.Module):
@@ -71,6 +85,11 @@ def train_classifier(
     """Fit an ImageClassifier (AdamW, cross-entropy) on images in [-1, 1] with labels 0..C-1."""
     torch.manual_seed(seed)
     y = torch.as_tensor(labels, dtype=torch.long)
+    if len(torch.unique(y)) < 2:
+        raise InputError(
+            "config key 'shapley.property.features': the classifier needs at least 2 labels in the data "
+            "(set data.image_folder.label_column, or use features: inception)"
+        )
     model = ImageClassifier(images.shape[1], int(y.max()) + 1, width)
     opt = torch.optim.AdamW(model.parameters(), lr=lr)
     generator = torch.Generator().manual_seed(seed)
@@ -85,9 +104,14 @@ def train_classifier(
 
 @torch.no_grad()
 def classifier_outputs(model: ImageClassifier, images: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
-    """Label probabilities and features of images in [-1, 1]."""
-    logits, features = model.eval()(images)
-    return torch.softmax(logits, 1).numpy(), features.numpy().astype(np.float64)
+    """Label probabilities and features of images in [-1, 1], batch by batch on the model's device."""
+    model.eval()
+
+    def run(x: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+        logits, features = model(x)
+        return torch.softmax(logits, 1).cpu().numpy(), features.cpu().numpy().astype(np.float64)
+
+    return in_batches(run, images, next(model.parameters()).device)
 
 
 class InceptionFeatures:
@@ -98,7 +122,7 @@ class InceptionFeatures:
     (the original Inception Score).
     """
 
-    def __init__(self, path: str | Path):
+    def __init__(self, path: str | Path, device: torch.device | str = "cpu"):
         path = Path(path)
         file = path / INCEPTION_FILE if path.is_dir() else path
         if not file.is_file():
@@ -106,16 +130,32 @@ class InceptionFeatures:
                 f"config key 'shapley.property.inception_path': {file} not found "
                 f"(place {INCEPTION_FILE} there)"
             )
-        self.net = torch.jit.load(str(file), map_location="cpu").eval()
+        self.device = torch.device(device)
+        self.net = torch.jit.load(str(file), map_location=self.device).eval()
 
     @torch.no_grad()
     def __call__(self, images: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
-        x = (images.clamp(-1, 1) + 1) * 127.5
-        if x.shape[1] == 1:
-            x = x.expand(-1, 3, -1, -1)
-        probs = self.net(x, no_output_bias=True)
-        features = self.net(x, return_features=True)
-        return probs.numpy().astype(np.float64), features.numpy().astype(np.float64)
+        def run(x: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+            x = (x.clamp(-1, 1) + 1) * 127.5
+            if x.shape[1] == 1:
+                x = x.expand(-1, 3, -1, -1)
+            probs = self.net(x, no_output_bias=True)
+            features = self.net(x, return_features=True)
+            return probs.cpu().numpy().astype(np.float64), features.cpu().numpy().astype(np.float64)
+
+        return in_batches(run, images, self.device)
+
+
+def feature_extractor(prop: dict, classifier: str | Path | None = None, device: torch.device | str = "cpu"):
+    """images -> (label probabilities, features) for the `shapley.property` section's `features`."""
+    if prop["features"] == "inception":
+        return InceptionFeatures(prop["inception_path"], device)
+    if classifier is None:
+        raise InputError(
+            "config key 'shapley.property.features': classifier features need a trained classifier"
+        )
+    model = ImageClassifier.from_pretrained(classifier).to(device)
+    return lambda images: classifier_outputs(model, images)
 
 
 def inception_score(probs: np.ndarray) -> float:
@@ -161,30 +201,34 @@ class AestheticScorer:
     with 'weight' (1, D) and 'bias' (1,). Nothing is downloaded.
     """
 
-    def __init__(self, model: str, weights: str | Path, head: str | Path):
+    def __init__(self, model: str, weights: str | Path, head: str | Path, device: torch.device | str = "cpu"):
         import open_clip
 
         for key, file in (("weights", weights), ("head", head)):
             if not Path(file).is_file():
                 raise InputError(f"config key 'shapley.property.clip.{key}': file not found: {file}")
-        self.model = open_clip.create_model(model, pretrained=str(weights), device="cpu").eval()
-        state = torch.load(head, map_location="cpu")
+        self.device = torch.device(device)
+        self.model = open_clip.create_model(model, pretrained=str(weights), device=self.device).eval()
+        state = torch.load(head, map_location=self.device)
         self.weight, self.bias = state["weight"].float(), state["bias"].float()
         self.size = self.model.visual.image_size
         self.size = self.size[0] if isinstance(self.size, tuple | list) else self.size
         mean, std = self.model.visual.preprocess_cfg["mean"], self.model.visual.preprocess_cfg["std"]
-        self.mean = torch.tensor(mean).view(1, 3, 1, 1)
-        self.std = torch.tensor(std).view(1, 3, 1, 1)
+        self.mean = torch.tensor(mean, device=self.device).view(1, 3, 1, 1)
+        self.std = torch.tensor(std, device=self.device).view(1, 3, 1, 1)
 
     @torch.no_grad()
     def __call__(self, images: torch.Tensor) -> np.ndarray:
-        x = (images.clamp(-1, 1) + 1) / 2
-        if x.shape[1] == 1:
-            x = x.expand(-1, 3, -1, -1)
-        x = nn.functional.interpolate(x, size=(self.size, self.size), mode="bicubic", align_corners=False)
-        emb = self.model.encode_image((x - self.mean) / self.std)
-        emb = emb / emb.norm(dim=-1, keepdim=True)
-        return (emb @ self.weight.T + self.bias).squeeze(1).numpy().astype(np.float64)
+        def run(x: torch.Tensor) -> tuple[np.ndarray]:
+            x = (x.clamp(-1, 1) + 1) / 2
+            if x.shape[1] == 1:
+                x = x.expand(-1, 3, -1, -1)
+            x = nn.functional.interpolate(x, size=(self.size, self.size), mode="bicubic", align_corners=False)
+            emb = self.model.encode_image((x - self.mean) / self.std)
+            emb = emb / emb.norm(dim=-1, keepdim=True)
+            return ((emb @ self.weight.T + self.bias).squeeze(1).cpu().numpy().astype(np.float64),)
+
+        return in_batches(run, images, self.device)[0]
 
 
 def measure_property(
@@ -196,7 +240,8 @@ def measure_property(
     quantile: float = 0.9,
     seed: int = 0,
 ) -> dict[str, float]:
-    """The named property of generated images in [-1, 1] (and the others computable with the same inputs)."""
+    """The named property of generated images in [-1, 1]; IS and entropy come along (same forward pass),
+    FID and KID whenever the property is one of them."""
     if name not in PROPERTIES:
         raise InputError(
             f"config key 'shapley.property.name': unknown property {name!r} (known: {list(PROPERTIES)})"
@@ -210,9 +255,9 @@ def measure_property(
     probs, features = extractor(images)
     out["inception_score"] = inception_score(probs)
     out["entropy"] = label_entropy(probs)
-    if reference_features is not None:
+    if name in LOWER_IS_BETTER:
+        if reference_features is None:
+            raise InputError(f"property {name!r} needs reference features of the training images")
         out["fid"] = frechet_distance(features, reference_features)
         out["kid"] = kernel_distance(features, reference_features, seed=seed)
-    if name not in out:
-        raise InputError(f"property {name!r} needs reference features of the training images")
     return out

@@ -104,8 +104,14 @@ damping; CI by bootstrap over targets.</p>
         tmp.write_text(body)
 
 
-def values_figure(values: dict[str, pd.DataFrame], path: str | Path) -> None:
-    """Grouped bars of each contributor's value per way (estimator-how), with +-1 standard error."""
+def values_figure(values: dict[str, pd.DataFrame], path: str | Path, shown: int = 40) -> None:
+    """Grouped bars of each contributor's value per way (estimator-how), with +-1 standard error; with
+    more than `shown` contributors, the top and bottom shown/2 by the first table's values."""
+    first = next(iter(values.values()))
+    if len(first) > shown:
+        order = first["value"].to_numpy().argsort()
+        keep = np.sort(np.concatenate([order[: shown // 2], order[-(shown // 2) :]]))
+        values = {label: table.iloc[keep] for label, table in values.items()}
     names = list(next(iter(values.values()))["name"])
     width = 0.8 / len(values)
     fig, ax = plt.subplots(figsize=(2 + 0.55 * len(names) * max(1, len(values) / 2), 3.8))
@@ -123,7 +129,7 @@ def values_figure(values: dict[str, pd.DataFrame], path: str | Path) -> None:
     plt.close(fig)
 
 
-def shapley_lds_figure(lds: pd.DataFrame, path: str | Path) -> None:
+def shapley_lds_figure(lds: pd.DataFrame, path: str | Path, level: float) -> None:
     """Bars of the Shapley LDS of every (estimator, way) with its CI."""
     labels = [f"{e}\n{h}" for e, h in zip(lds["estimator"], lds["how"], strict=True)]
     fig, ax = plt.subplots(figsize=(1.6 + 1.2 * len(lds), 3.4))
@@ -132,7 +138,7 @@ def shapley_lds_figure(lds: pd.DataFrame, path: str | Path) -> None:
     ax.axhline(0, color="black", linewidth=0.8)
     ax.set_xticks(np.arange(len(lds)), labels)
     ax.set_ylabel("Shapley LDS (Spearman)")
-    ax.set_title("Held-out coalitions, 95% bootstrap CI")
+    ax.set_title(f"Held-out coalitions, {100 * level:.0f}% bootstrap CI")
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=120, format="png")

@@ -15,6 +15,7 @@ import time
 from dataclasses import dataclass
 
 import numpy as np
+import pandas as pd
 import torch
 
 from diffattr.errors import InputError
@@ -70,3 +71,24 @@ def coalition_model(
         steps = record.steps
     seconds = time.perf_counter() - start
     return model, CoalitionRecord(how, int(kept.sum()), len(data), steps, seconds)
+
+
+def coalition_costs(records: list[dict], one_off: dict[str, float]) -> pd.DataFrame:
+    """Per way, over the fit coalitions' models: how many trained on something, their mean steps and
+    seconds, the way's one-off cost (the full model; plus pruning and fine-tuning for sparse_ft), the
+    total (one-off + all models), and the speed-ups against retraining per model and in total."""
+    frame = pd.DataFrame(records)
+    frame = frame[frame.trained_images > 0]
+    cost = (
+        frame.groupby("how")
+        .agg(models=("seconds", "size"), steps=("steps", "mean"), seconds=("seconds", "mean"))
+        .reset_index()
+    )
+    totals = frame.groupby("how")["seconds"].sum()
+    cost["one_off_seconds"] = [one_off.get(how, 0.0) for how in cost.how]
+    cost["total_seconds"] = [totals[how] + one_off.get(how, 0.0) for how in cost.how]
+    if "retrain" in set(cost.how):
+        gold = cost.set_index("how").loc["retrain"]
+        cost["speedup_per_model"] = gold["seconds"] / cost["seconds"]
+        cost["speedup_total"] = gold["total_seconds"] / cost["total_seconds"]
+    return cost

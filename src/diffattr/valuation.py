@@ -11,6 +11,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from diffattr.errors import InputError
+
 
 def shapley_kernel_size_probabilities(n: int) -> np.ndarray:
     """P(s) for s = 1..n-1, proportional to (n - 1) / (s (n - s)): KernelSHAP's coalition-size law."""
@@ -32,6 +34,15 @@ def sample_kernelshap_coalitions(n: int, count: int, seed: int) -> np.ndarray:
 def sample_uniform_coalitions(n: int, count: int, seed: int, keep: float = 0.5) -> np.ndarray:
     """Boolean (count, n): every player in independently with probability `keep` (Banzhaf sampling)."""
     return np.random.default_rng(seed).random((count, n)) < keep
+
+
+def sample_heldout_coalitions(n: int, count: int, alpha: float, seed: int) -> np.ndarray:
+    """Boolean (count, n): uniform coalitions of exactly round(alpha * n) players (the Shapley-LDS set)."""
+    rng = np.random.default_rng(seed)
+    masks = np.zeros((count, n), dtype=bool)
+    for row in masks:
+        row[rng.choice(n, size=int(round(alpha * n)), replace=False)] = True
+    return masks
 
 
 def leave_one_out_coalitions(n: int) -> np.ndarray:
@@ -131,6 +142,11 @@ ESTIMATORS = ("kernelshap", "banzhaf", "loo", "datamodel")
 
 def coalition_design(estimator: str, n: int, count: int, seed: int) -> np.ndarray:
     """The fit coalitions an estimator needs: Shapley-kernel draws, uniform draws, or the n leave-one-outs."""
+    if n < 2:
+        raise InputError(
+            f"config key 'shapley.contributors': {n} contributor found, values need at least 2 "
+            "(check contributors.by and the data's labels or metadata column)"
+        )
     if estimator == "kernelshap":
         return sample_kernelshap_coalitions(n, count, seed)
     if estimator in ("banzhaf", "datamodel"):
@@ -158,6 +174,9 @@ def estimate_values(
     }
     if estimator not in fits:
         raise ValueError(f"unknown estimator {estimator!r} (known: {list(ESTIMATORS)})")
+    if estimator == "loo":  # one coalition per value: resampling coalitions says nothing about its error
+        point = fits["loo"](masks, values)
+        return Valuation(point, np.full(len(point), np.nan))
     return with_bootstrap(fits[estimator], masks, values, n_boot, seed)
 
 
