@@ -82,15 +82,8 @@ def load_cifar10_splits(
 
     With classes [1, 7], n_train 5000, n_val 1000, seed 42 this is D-TRAK's CIFAR-2.
     """
-    train_images, train_labels = _read_cifar10(path, [f"data_batch_{i}" for i in range(1, 6)])
-    test_images, test_labels = _read_cifar10(path, ["test_batch"])
-    rng = np.random.default_rng(seed)
-    train = stratified_pick(train_labels, classes, per_class_counts(n_train, len(classes)), rng)
-    val = stratified_pick(test_labels, classes, per_class_counts(n_val, len(classes)), rng)
-    return {
-        "train": _subset(train_images, train_labels, train),
-        "val": _subset(test_images, test_labels, val),
-    }
+    train = _read_cifar10(path, [f"data_batch_{i}" for i in range(1, 6)])
+    return _stratified_splits(train, _read_cifar10(path, ["test_batch"]), classes, n_train, n_val, seed)
 
 
 def load_cifar100_splits(
@@ -98,15 +91,24 @@ def load_cifar100_splits(
 ) -> dict[str, ImageSet]:
     """CIFAR-100 (fine labels) from its tarball; classes 40-44, 55-59, 60-64, 80-84 = CIFAR-20."""
     args = (path, "cifar100_path", "cifar-100-python.tar.gz", CIFAR100_MEMBER, b"fine_labels")
-    train_images, train_labels = _read_cifar(*args, ["train"])
-    test_images, test_labels = _read_cifar(*args, ["test"])
+    return _stratified_splits(
+        _read_cifar(*args, ["train"]), _read_cifar(*args, ["test"]), classes, n_train, n_val, seed
+    )
+
+
+def _stratified_splits(
+    train: tuple[np.ndarray, np.ndarray],
+    test: tuple[np.ndarray, np.ndarray],
+    classes: list[int],
+    n_train: int,
+    n_val: int,
+    seed: int,
+) -> dict[str, ImageSet]:
+    """Train from a dataset's train split and val from its test split, stratified over `classes`."""
     rng = np.random.default_rng(seed)
-    train = stratified_pick(train_labels, classes, per_class_counts(n_train, len(classes)), rng)
-    val = stratified_pick(test_labels, classes, per_class_counts(n_val, len(classes)), rng)
-    return {
-        "train": _subset(train_images, train_labels, train),
-        "val": _subset(test_images, test_labels, val),
-    }
+    train_idx = stratified_pick(train[1], classes, per_class_counts(n_train, len(classes)), rng)
+    val_idx = stratified_pick(test[1], classes, per_class_counts(n_val, len(classes)), rng)
+    return {"train": _subset(*train, train_idx), "val": _subset(*test, val_idx)}
 
 
 def _read_cifar10(path: str | Path, members: list[str]) -> tuple[np.ndarray, np.ndarray]:

@@ -16,6 +16,14 @@ import yaml  # noqa: E402
 from diffattr.store import atomic_path  # noqa: E402
 
 
+def save_figure(fig: plt.Figure, path: str | Path, dpi: int = 120) -> None:
+    """Write a figure as PNG atomically (no half-written image is left by a killed job) and close it."""
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=dpi, format="png")
+    plt.close(fig)
+
+
 def lds_figure(lds: pd.DataFrame, path: str | Path) -> None:
     """Grouped bars of LDS per method and target split with their CIs."""
     methods = list(dict.fromkeys(lds["method"]))
@@ -32,10 +40,7 @@ def lds_figure(lds: pd.DataFrame, path: str | Path) -> None:
     ax.set_ylabel("LDS (Spearman)")
     ax.set_title("Linear datamodeling score, 95% bootstrap CI")
     ax.legend(frameon=False)
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=120, format="png")
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def top_attributions_figure(
@@ -63,10 +68,7 @@ def top_attributions_figure(
                     ax.set_title(method, fontsize=8, loc="left")
     axes[0, 0].set_title("target", fontsize=8)
     fig.suptitle("Generated targets and their top-scored training images", fontsize=9)
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=100, format="png")
-    plt.close(fig)
+    save_figure(fig, path, dpi=100)
 
 
 def write_report(
@@ -123,10 +125,7 @@ def values_figure(values: dict[str, pd.DataFrame], path: str | Path, shown: int 
     ax.set_ylabel(f"value ({next(iter(values.values()))['property'].iloc[0]})")
     ax.set_title("Contributor values, +-1 bootstrap SE")
     ax.legend(frameon=False, fontsize=8)
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=120, format="png")
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def shapley_lds_figure(lds: pd.DataFrame, path: str | Path, level: float) -> None:
@@ -139,10 +138,7 @@ def shapley_lds_figure(lds: pd.DataFrame, path: str | Path, level: float) -> Non
     ax.set_xticks(np.arange(len(lds)), labels)
     ax.set_ylabel("Shapley LDS (Spearman)")
     ax.set_title(f"Held-out coalitions, {100 * level:.0f}% bootstrap CI")
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=120, format="png")
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def write_shapley_report(
