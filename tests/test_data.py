@@ -28,18 +28,24 @@ def test_too_many_images_requested_names_the_key():
         load_digits_splits([0, 1], n_train=300, n_val=60, seed=0)
 
 
-def fake_cifar10(path, per_batch=40):
+def fake_cifar_tarball(path, folder, members, label_key, labels):
+    """A tarball laid out like the official CIFAR python archives, with random images."""
     rng = np.random.default_rng(0)
     with tarfile.open(path, "w:gz") as tar:
-        for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        for name in members:
             batch = {
-                b"data": rng.integers(0, 256, (per_batch, 3072), dtype=np.uint8),
-                b"labels": list(np.arange(per_batch) % 10),
+                b"data": rng.integers(0, 256, (len(labels), 3072), dtype=np.uint8),
+                label_key: list(labels),
             }
             payload = pickle.dumps(batch)
-            info = tarfile.TarInfo(f"cifar-10-batches-py/{name}")
+            info = tarfile.TarInfo(f"{folder}/{name}")
             info.size = len(payload)
             tar.addfile(info, io.BytesIO(payload))
+
+
+def fake_cifar10(path, per_batch=40):
+    members = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
+    fake_cifar_tarball(path, "cifar-10-batches-py", members, b"labels", np.arange(per_batch) % 10)
 
 
 def test_cifar2_from_a_local_tarball(tmp_path):
@@ -75,17 +81,8 @@ def test_lds_subsets_keep_alpha_of_each_class_and_are_seeded():
 
 
 def fake_cifar100(path, per_split=60):
-    rng = np.random.default_rng(0)
-    with tarfile.open(path, "w:gz") as tar:
-        for name in ["train", "test"]:
-            batch = {
-                b"data": rng.integers(0, 256, (per_split, 3072), dtype=np.uint8),
-                b"fine_labels": list(40 + np.arange(per_split) % 20),
-            }
-            payload = pickle.dumps(batch)
-            info = tarfile.TarInfo(f"cifar-100-python/{name}")
-            info.size = len(payload)
-            tar.addfile(info, io.BytesIO(payload))
+    labels = 40 + np.arange(per_split) % 20
+    fake_cifar_tarball(path, "cifar-100-python", ["train", "test"], b"fine_labels", labels)
 
 
 def test_cifar100_fine_classes_from_a_local_tarball(tmp_path):

@@ -59,11 +59,25 @@ def test_bad_config_stops_before_any_job_with_one_line(tmp_path):
     assert not (workdir / "results").exists()
 
 
-@pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory):
-    workdir = make_workspace(tmp_path_factory.mktemp("tiny"), TINY)
+def finished_workspace(tmp_path_factory, name, config):
+    """A workspace with `config` after a complete run."""
+    workdir = make_workspace(tmp_path_factory.mktemp(name), config)
     snakemake(workdir, "--cores", "2")
     return workdir
+
+
+def planned_after_change(workdir, config, change):
+    """Jobs a dry run plans once `change` is deep-merged into `config`; the config is restored after."""
+    make_workspace(workdir, deep_update(copy.deepcopy(config), change))
+    try:
+        return planned_jobs(workdir)
+    finally:
+        make_workspace(workdir, config)
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    return finished_workspace(tmp_path_factory, "tiny", TINY)
 
 
 @pytest.mark.slow
@@ -89,12 +103,7 @@ def test_tiny_run_writes_every_declared_output(tiny_run):
 
 @pytest.mark.slow
 def test_changing_gradient_timesteps_reruns_only_what_depends_on_them(tiny_run):
-    changed = deep_update(copy.deepcopy(TINY), {"featurizers": {"trak": {"timesteps": 6}}})
-    workdir = make_workspace(tiny_run, changed)
-    try:
-        jobs = planned_jobs(workdir)
-    finally:
-        make_workspace(tiny_run, TINY)
+    jobs = planned_after_change(tiny_run, TINY, {"featurizers": {"trak": {"timesteps": 6}}})
     assert set(jobs) == {"featurize", "trak_scores", "lds", "report", "all"}
     assert jobs["featurize"] == 4 and jobs["trak_scores"] == 2  # trak only: 2 train + val + gen shards
 
@@ -125,9 +134,7 @@ def test_killed_training_job_leaves_nothing_complete_and_rerun_redoes_only_it(tm
 
 @pytest.fixture(scope="module")
 def tiny_shapley_run(tmp_path_factory):
-    workdir = make_workspace(tmp_path_factory.mktemp("tiny-shapley"), TINY_SHAPLEY)
-    snakemake(workdir, "--cores", "2")
-    return workdir
+    return finished_workspace(tmp_path_factory, "tiny-shapley", TINY_SHAPLEY)
 
 
 @pytest.mark.slow
@@ -151,12 +158,9 @@ def test_tiny_shapley_run_writes_values_metrics_and_report(tiny_shapley_run):
 
 @pytest.mark.slow
 def test_changing_the_property_remeasures_without_retraining(tiny_shapley_run):
-    changed = deep_update(copy.deepcopy(TINY_SHAPLEY), {"shapley": {"property": {"name": "entropy"}}})
-    workdir = make_workspace(tiny_shapley_run, changed)
-    try:
-        jobs = planned_jobs(workdir)
-    finally:
-        make_workspace(tiny_shapley_run, TINY_SHAPLEY)
+    jobs = planned_after_change(
+        tiny_shapley_run, TINY_SHAPLEY, {"shapley": {"property": {"name": "entropy"}}}
+    )
     # only the counterfactual retrains (their coalitions come from the values) are trained again
     assert jobs["coalition_model"] == 2 * 2 and "prune" not in jobs and "train_classifier" not in jobs
     assert (

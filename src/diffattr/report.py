@@ -16,6 +16,22 @@ import yaml  # noqa: E402
 from diffattr.store import atomic_path  # noqa: E402
 
 
+def write_page(path: str | Path, title: str, body: str, config: dict, sources: list[str]) -> None:
+    """An HTML report page: `body`, then the files it was produced from and the config, written atomically."""
+    produced = "".join(f"<li><code>{html.escape(s)}</code></li>" for s in sources)
+    page = f"""<!doctype html><html><head><meta charset="utf-8"><title>{html.escape(title)}</title>
+<style>body{{font-family:sans-serif;max-width:64em;margin:2em auto}}table{{border-collapse:collapse}}
+td,th{{border:1px solid #ccc;padding:2px 8px;text-align:right}}</style></head><body>
+{body}<h2>Produced from</h2>
+<ul>{produced}</ul>
+<h2>Config</h2>
+<pre>{html.escape(yaml.safe_dump(config, sort_keys=False))}</pre>
+</body></html>
+"""
+    with atomic_path(path) as tmp:
+        tmp.write_text(page)
+
+
 def save_figure(fig: plt.Figure, path: str | Path, dpi: int = 120) -> None:
     """Write a figure as PNG atomically (no half-written image is left by a killed job) and close it."""
     fig.tight_layout()
@@ -81,11 +97,7 @@ def write_report(
 ) -> None:
     """index.html beside figures/: LDS chart and table, top attributions, timings, config, inputs."""
     rel_figure, rel_top = (Path(f).relative_to(Path(path).parent) for f in figures)
-    body = f"""<!doctype html><html><head><meta charset="utf-8">
-<title>diffattr: {html.escape(config["experiment"])}</title>
-<style>body{{font-family:sans-serif;max-width:60em;margin:2em auto}}table{{border-collapse:collapse}}
-td,th{{border:1px solid #ccc;padding:2px 8px;text-align:right}}</style></head><body>
-<h1>diffattr report: {html.escape(config["experiment"])}</h1>
+    body = f"""<h1>diffattr report: {html.escape(config["experiment"])}</h1>
 <h2>Linear datamodeling score</h2>
 <p>Spearman correlation, over the LDS subsets, between the summed attribution scores of a subset and the
 measured loss (negated) of the models retrained on it; averaged over targets not used to choose the
@@ -96,14 +108,8 @@ damping; CI by bootstrap over targets.</p>
 <img src="{rel_top}" alt="generated targets with their top-scored training images">
 <h2>Stage timings</h2>
 {timings.to_html(index=False)}
-<h2>Produced from</h2>
-<ul>{"".join(f"<li><code>{html.escape(s)}</code></li>" for s in sources)}</ul>
-<h2>Config</h2>
-<pre>{html.escape(yaml.safe_dump(config, sort_keys=False))}</pre>
-</body></html>
 """
-    with atomic_path(path) as tmp:
-        tmp.write_text(body)
+    write_page(path, f"diffattr: {config['experiment']}", body, config, sources)
 
 
 def values_figure(values: dict[str, pd.DataFrame], path: str | Path, shown: int = 40) -> None:
@@ -155,11 +161,7 @@ def write_shapley_report(
     def table(name: str) -> str:
         return tables[name].to_html(index=False, float_format=lambda v: f"{v:.4g}")
 
-    body = f"""<!doctype html><html><head><meta charset="utf-8">
-<title>diffattr contributors: {html.escape(config["experiment"])}</title>
-<style>body{{font-family:sans-serif;max-width:64em;margin:2em auto}}table{{border-collapse:collapse}}
-td,th{{border:1px solid #ccc;padding:2px 8px;text-align:right}}</style></head><body>
-<h1>Contributor values: {html.escape(config["experiment"])}</h1>
+    body = f"""<h1>Contributor values: {html.escape(config["experiment"])}</h1>
 <p>{html.escape(notes["summary"])}</p>
 <h2>Values</h2>
 <img src="{rel[0]}" alt="contributor values">
@@ -176,11 +178,5 @@ the property of models retrained on them (mean over seeds); CI by bootstrap over
 {table("cost")}
 <h2>Counterfactual: remove the top or bottom contributors and retrain</h2>
 {table("counterfactual")}
-<h2>Produced from</h2>
-<ul>{"".join(f"<li><code>{html.escape(s)}</code></li>" for s in sources)}</ul>
-<h2>Config</h2>
-<pre>{html.escape(yaml.safe_dump(config, sort_keys=False))}</pre>
-</body></html>
 """
-    with atomic_path(path) as tmp:
-        tmp.write_text(body)
+    write_page(path, f"diffattr contributors: {config['experiment']}", body, config, sources)
