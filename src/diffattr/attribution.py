@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -81,6 +82,30 @@ class TrakScorer:
             return ((cross @ self.eigvecs) * inv) @ self.eigvecs.T
         weighted = ((targets @ self.eigvecs) * inv) @ self.eigvecs.T
         return np.concatenate([weighted @ self._load(i).T for i in range(len(self.shards))], axis=1)
+
+
+    @cached_property
+    def squared_coordinates(self) -> np.ndarray:
+        """c_ij^2 (N, r): squared coordinate of train feature i along the kernel's eigenvector j.
+
+        Dual form: Phi = V S^1/2 U^T, so c_ij^2 = V_ij^2 s_j; primal form: c_ij = phi_i . u_j.
+        """
+        if self.form == "dual":
+            return self.eigvecs**2 * self.eigvals
+        return np.concatenate([(self._load(i) @ self.eigvecs) ** 2 for i in range(len(self.shards))])
+
+    def leverage(self, lambda_rel: float) -> np.ndarray:
+        """h_i = phi_i^T (Phi^T Phi + lam I)^-1 phi_i of every train sample (N,), in [0, 1)."""
+        return self.squared_coordinates @ (1.0 / (self.eigvals + self.damping(lambda_rel)))
+
+    def influence_row_norms(self, lambda_rel: float) -> np.ndarray:
+        """||row_i of Phi (Phi^T Phi + lam I)^-1|| of every train sample (N,): relative IF's divisor."""
+        inv2 = 1.0 / (self.eigvals + self.damping(lambda_rel)) ** 2
+        return np.sqrt(self.squared_coordinates @ inv2)
+
+    def train_norms(self) -> np.ndarray:
+        """||phi_i|| of every train sample (N,): renormalised IF's divisor."""
+        return np.sqrt(self.squared_coordinates.sum(1))
 
 
 def pixel_similarity(targets: np.ndarray, train: np.ndarray) -> np.ndarray:

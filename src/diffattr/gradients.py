@@ -25,10 +25,18 @@ class FeaturizerSpec:
     dim: int
     projection: str
     seed: int
+    normalize_timesteps: bool = False
 
     @classmethod
     def from_config(cls, cfg: dict) -> FeaturizerSpec:
-        return cls(cfg["output"], cfg["timesteps"], cfg["dim"], cfg["projection"], cfg["seed"])
+        return cls(
+            cfg["output"],
+            cfg["timesteps"],
+            cfg["dim"],
+            cfg["projection"],
+            cfg["seed"],
+            cfg.get("normalize_timesteps", False),
+        )
 
 
 def num_parameters(model: PixelDiffusion) -> int:
@@ -70,6 +78,8 @@ class TimestepAveragedGradient:
         """The flat gradient (P,) for one image (C, H, W) in [-1, 1]."""
         device = self.model.device
         x0 = self.model.encode(image[None].to(device))
+        if self.spec.normalize_timesteps:
+            return self._unit_timestep_average(x0)
         for p in self.params:
             p.grad = None
         k_total = len(self.timesteps)
@@ -80,6 +90,43 @@ class TimestepAveragedGradient:
             value = self.fn(self.model.predict_noise(x_t, t), noise, t, self.alphas_cumprod)
             (value.sum() / k_total).backward()
         return torch.cat([p.grad.reshape(-1) for p in self.params])
+
+    def _unit_timestep_average(self, x0: torch.Tensor) -> torch.Tensor:
+        """(1/K) sum_k g_k / ||g_k||: each timestep's gradient scaled to unit L2 norm (DAS, ReTrac).
+
+        Per-timestep gradients come from vmap(grad) over chunks of timesteps, each chunk holding at
+        most 2^26 gradient entries, through the model's own `predict_noise`.
+        """
+        denoiser = _Denoiser(self.model)
+        name_of = {id(p): n for n, p in denoiser.named_parameters()}
+        names = [name_of[id(p)] for p in self.params]  # the order of the flat gradient
+        weights = {name_of[id(p)]: p.detach() for p in self.params}
+
+        def value(w: dict, noise: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+            x_t = self.model.add_noise(x0, noise[None], t[None])
+            pred = torch.func.functional_call(denoiser, w, (x_t, t[None]))
+            return self.fn(pred, noise[None], t[None], self.alphas_cumprod)[0]
+
+        per_timestep = torch.func.vmap(torch.func.grad(value), in_dims=(None, 0, 0))
+        chunk = max(1, min(self.timestep_batch, 2**26 // sum(w.numel() for w in weights.values())))
+        total = torch.zeros(sum(w.numel() for w in weights.values()), device=x0.device)
+        for start in range(0, len(self.timesteps), chunk):
+            t = self.timesteps[start : start + chunk].to(x0.device)
+            grads = per_timestep(weights, self.noise[start : start + chunk].to(x0.device), t)
+            flat = torch.cat([grads[n].reshape(len(t), -1) for n in names], dim=1)
+            total += (flat / flat.norm(dim=1, keepdim=True).clamp(min=1e-30)).sum(0)
+        return total / len(self.timesteps)
+
+
+class _Denoiser(torch.nn.Module):
+    """The model's noise prediction as a module, so torch.func can swap in per-timestep weights."""
+
+    def __init__(self, model: PixelDiffusion) -> None:
+        super().__init__()
+        self.unet, self.model = model.unet, model
+
+    def forward(self, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        return self.model.predict_noise(x_t, t)
 
 
 def featurize(

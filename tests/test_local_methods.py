@@ -1,0 +1,139 @@
+"""DAS, influence variants, TracIn / ReTrac and the dominating-norm diagnostic against direct computations."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from diffattr.attribution import TrakScorer
+from diffattr.das import das_scores, residual_weights, training_errors
+from diffattr.dominating import dominating_norm
+from diffattr.gradients import FeaturizerSpec, TimestepAveragedGradient
+from diffattr.influence import gradient_similarity, relative_influence, renormalized_influence, tracin
+from diffattr.outputs import OUTPUT_FUNCTIONS, evenly_spaced_timesteps, fixed_noise
+from diffattr.store import write_arrays
+from diffattr.training import saved_checkpoint
+
+
+def _shards(tmp_path, phi, sizes):
+    paths, start = [], 0
+    for i, size in enumerate(sizes):
+        path = tmp_path / f"{i}.zarr"
+        write_arrays(path, {"features": phi[start : start + size].astype(np.float32)})
+        paths.append(path)
+        start += size
+    return paths
+
+
+@pytest.fixture(params=["dual", "primal"])
+def case(request, tmp_path):
+    rng = np.random.default_rng(0)
+    n, k = (7, 12) if request.param == "dual" else (12, 5)
+    phi = rng.normal(size=(n, k)).astype(np.float32).astype(np.float64)
+    targets = rng.normal(size=(3, k))
+    scorer = TrakScorer(_shards(tmp_path, phi, [n // 2, n - n // 2]), request.param)
+    return scorer, phi, targets
+
+
+def _direct(phi, lam_rel):
+    lam = lam_rel * np.mean((phi**2).sum(1))
+    return np.linalg.inv(phi.T @ phi + lam * np.eye(phi.shape[1]))
+
+
+def test_das_weights_and_leverage_by_a_plain_loop(case):
+    scorer, phi, targets = case
+    errors = np.random.default_rng(1).uniform(0.1, 2.0, size=(len(phi), 5))
+    inv = _direct(phi, 0.1)
+    for squared in (False, True):
+        weights = residual_weights(errors, squared)
+        for leverage in (False, True):
+            got = das_scores(scorer, targets, 0.1, weights, leverage)
+            for i in range(len(phi)):
+                roots = [np.sqrt(e) for e in errors[i]]
+                w = (sum(roots) / len(roots)) / np.sqrt(sum(r * r for r in roots))
+                w = w**2 if squared else w
+                h = phi[i] @ inv @ phi[i]
+                for j in range(len(targets)):
+                    expected = targets[j] @ inv @ phi[i] * w / ((1 - h) ** 2 if leverage else 1)
+                    assert got[j, i] == pytest.approx(expected, rel=1e-6, abs=1e-9)
+
+
+def test_relative_and_renormalized_influence_by_the_formula(case):
+    scorer, phi, targets = case
+    inv = _direct(phi, 0.01)
+    tau = targets @ inv @ phi.T
+    rows = np.linalg.norm(phi @ inv, axis=1)
+    np.testing.assert_allclose(relative_influence(scorer, targets, 0.01), tau / rows, rtol=1e-6)
+    np.testing.assert_allclose(
+        renormalized_influence(scorer, targets, 0.01), tau / np.linalg.norm(phi, axis=1), rtol=1e-6
+    )
+
+
+def test_gradient_dot_and_cosine():
+    rng = np.random.default_rng(2)
+    a, b = rng.normal(size=(3, 4)), rng.normal(size=(5, 4))
+    np.testing.assert_allclose(gradient_similarity(a, b), a @ b.T)
+    cos = [[a[j] @ b[i] / np.linalg.norm(a[j]) / np.linalg.norm(b[i]) for i in range(5)] for j in range(3)]
+    np.testing.assert_allclose(gradient_similarity(a, b, cosine=True), cos)
+
+
+def test_tracin_sum_by_hand_over_two_checkpoints():
+    g1 = np.array([[1.0, 0.0], [0.0, 2.0]])  # train gradients at checkpoint 1
+    g2 = np.array([[3.0, 4.0], [1.0, 1.0]])
+    t1, t2 = np.array([[1.0, 1.0]]), np.array([[0.0, 1.0]])
+    # 0.1 * <t1, g1_i> + 0.05 * <t2, g2_i>: sample 0: 0.1*1 + 0.05*4; sample 1: 0.1*2 + 0.05*1
+    np.testing.assert_allclose(tracin([(0.1, g1, t1), (0.05, g2, t2)]), [[0.3, 0.25]])
+    # ReTrac divides each training gradient by its norm: 0.1*1 + 0.05*4/5; 0.1*1 + 0.05/sqrt(2)
+    np.testing.assert_allclose(
+        tracin([(0.1, g1, t1), (0.05, g2, t2)], renormalize=True), [[0.14, 0.1 + 0.05 / np.sqrt(2)]]
+    )
+
+
+def test_dominating_norm_counts():
+    scores = np.array([[5.0, 1, 4, 0], [5, 4, 0, 1], [0, 5, 4, 1]])
+    row = dominating_norm(scores, 2)  # top-2 sets {0,2}, {0,1}, {1,2}
+    assert row["distinct"] == 3 and row["distinct_share"] == pytest.approx(3 / 4)
+    assert row["most_frequent"] == 0 and row["most_frequent_share"] == pytest.approx(2 / 3)
+
+
+def test_normalized_featurizer_equals_a_per_timestep_loop(tiny_model, tiny_images):
+    spec = FeaturizerSpec(
+        "mean", timesteps=5, dim=16, projection="gaussian", seed=0, normalize_timesteps=True
+    )
+    tiny_model.unet.eval()
+    gradient = TimestepAveragedGradient(tiny_model, spec, noise_seed=1, timestep_batch=2)
+    params = tiny_model.trainable_parameters()
+    for image in tiny_images[:2]:
+        expected = 0
+        for t in evenly_spaced_timesteps(5, 1000):
+            noise = fixed_noise(1, t, tuple(image.shape))[None]
+            tt = torch.tensor([int(t)])
+            x_t = tiny_model.scheduler.add_noise(image[None], noise, tt)
+            value = OUTPUT_FUNCTIONS["mean"](tiny_model.unet(x_t, tt).sample, noise, tt, None)[0]
+            g = torch.cat([x.reshape(-1) for x in torch.autograd.grad(value, params)])
+            expected = expected + g / g.norm() / 5
+        torch.testing.assert_close(gradient(image), expected, rtol=1e-4, atol=1e-6)
+
+
+def test_training_errors_by_a_plain_loop(tiny_model, tiny_images):
+    tiny_model.unet.eval()
+    timesteps = evenly_spaced_timesteps(3, 1000)
+    got = training_errors(tiny_model, tiny_images, timesteps, noise_seed=2, batch_size=4)
+    for i, image in enumerate(tiny_images):
+        for k, t in enumerate(timesteps):
+            noise = fixed_noise(2, t, tuple(image.shape))[None]
+            tt = torch.tensor([int(t)])
+            with torch.no_grad():
+                pred = tiny_model.unet(tiny_model.scheduler.add_noise(image[None], noise, tt), tt).sample
+            assert got[i, k] == pytest.approx(float(((pred - noise) ** 2).mean()), rel=1e-5)
+
+
+def test_saved_checkpoint_reads_path_and_lr(tmp_path):
+    record = {
+        "checkpoints": [{"step": 5, "lr": 0.01, "path": "step5"}, {"step": 10, "lr": 0.002, "path": "step10"}]
+    }
+    (tmp_path / "training.json").write_text(json.dumps(record))
+    assert saved_checkpoint(tmp_path, 1) == (tmp_path / "checkpoints" / "step10", 0.002)
+    with pytest.raises(Exception, match="lists 2 checkpoints"):
+        saved_checkpoint(tmp_path, 2)
