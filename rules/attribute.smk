@@ -50,3 +50,51 @@ rule pixel_scores:
         runtime=config["resources"]["runtime"],
     script:
         "../scripts/pixel_scores.py"
+
+
+# DAS, relative / renormalised IF (damping chosen on held-out targets), gradient dot / cosine.
+rule local_scores:
+    input:
+        unpack(local_score_inputs),
+    output:
+        directory(out("scores/{method}/{target_split}.zarr")),
+    log:
+        log_path("local_scores", "{method}-{target_split}"),
+    benchmark:
+        bench_path("local_scores", "{method}-{target_split}")
+    wildcard_constraints:
+        method=name_regex(methods_of_kinds(LOCAL_KINDS)),
+    conda:
+        "../envs/diffattr.yaml"
+    resources:
+        mem_mb=config["resources"]["cpu_mem_mb"],
+        runtime=config["resources"]["runtime"],
+    params:
+        method=lambda wc: config["methods"][wc.method],
+        attribute=config["attribute"],
+    script:
+        "../scripts/local_scores.py"
+
+
+# Diffusion-TracIn and ReTrac: sums over the full model's training checkpoints.
+rule tracin_scores:
+    input:
+        unpack(tracin_inputs),
+    output:
+        directory(out("scores/{method}/{target_split}.zarr")),
+    log:
+        log_path("tracin_scores", "{method}-{target_split}"),
+    benchmark:
+        bench_path("tracin_scores", "{method}-{target_split}")
+    wildcard_constraints:
+        method=name_regex(methods_of_kinds(["tracin", "retrac"])),
+    conda:
+        "../envs/diffattr.yaml"
+    resources:
+        mem_mb=config["resources"]["cpu_mem_mb"],
+        runtime=config["resources"]["runtime"],
+    params:
+        method=lambda wc: config["methods"][wc.method],
+        checkpoints=config["train"]["checkpoints"],
+    script:
+        "../scripts/tracin_scores.py"

@@ -51,6 +51,48 @@ def shard_paths(featurizer, split):
     ]
 
 
+def checkpoint_shard_paths(featurizer, split):
+    """A featurizer's shards of a split at every training checkpoint, checkpoint by checkpoint."""
+    return [
+        out(f"grads/{featurizer}/ckpt{c}/{split}/{shard}.zarr")
+        for c in range(config["train"]["checkpoints"])
+        for shard in range(num_shards(split))
+    ]
+
+
+# Method kinds of rule local_scores; tracin and retrac have rule tracin_scores.
+LOCAL_KINDS = ["das", "relative_if", "renormalized_if", "grad_dot", "grad_cosine"]
+
+
+def methods_of_kinds(kinds):
+    return [name for kind in kinds for name in methods_of_kind(kind)]
+
+
+def local_score_inputs(wildcards):
+    """The method's gradient shards, the LDS data its damping is chosen on, DAS's residuals."""
+    method = config["methods"][wildcards.method]
+    featurizer = method["featurizer"]
+    inputs = {
+        "train": shard_paths(featurizer, "train"),
+        "targets": shard_paths(featurizer, wildcards.target_split),
+    }
+    if method["kind"] not in ("grad_dot", "grad_cosine"):
+        inputs.update(subsets=out("subsets/lds.npz"), outputs=lds_output_paths())
+    if method["kind"] == "das":
+        inputs["residuals"] = out(f"residuals/{featurizer}.npz")
+    return inputs
+
+
+def tracin_inputs(wildcards):
+    """The full model (its training.json holds each checkpoint's lr) and the checkpoints' shards."""
+    featurizer = config["methods"][wildcards.method]["featurizer"]
+    return {
+        "model": out(f"models/full/seed{FULL_SEED}"),
+        "train": checkpoint_shard_paths(featurizer, "train"),
+        "targets": checkpoint_shard_paths(featurizer, wildcards.target_split),
+    }
+
+
 def split_images(split):
     """The image store of a split: real data for train/val, generated samples for gen."""
     return out("samples/full.zarr") if split == "gen" else out(f"data/{split}.zarr")
@@ -80,7 +122,11 @@ def score_paths():
 def final_targets():
     targets = []
     if config["lds"]["enabled"]:
-        targets += [out("metrics/lds.csv"), out("report/index.html")]
+        targets += [
+            out("metrics/lds.csv"),
+            out("metrics/dominating_norm.csv"),
+            out("report/index.html"),
+        ]
     if SHAPLEY["enabled"]:
         targets += [sout("metrics/shapley_lds.csv"), sout("report/index.html")]
     return targets

@@ -50,3 +50,28 @@ rule lds:
         evaluate=config["evaluate"],
     script:
         "../scripts/lds.py"
+
+
+# The dominating-norm diagnostic of every method: distinct training images in the reported targets' top-k.
+rule dominating_norm:
+    input:
+        scores=score_paths(),
+        subsets=out("subsets/lds.npz"),
+    output:
+        table=out("metrics/dominating_norm.csv"),
+        figure=out("report/figures/dominating_norm.png"),
+    log:
+        log_path("dominating_norm"),
+    benchmark:
+        bench_path("dominating_norm")
+    conda:
+        "../envs/diffattr.yaml"
+    resources:
+        mem_mb=config["resources"]["cpu_mem_mb"],
+        runtime=config["resources"]["runtime"],
+    params:
+        methods=list(config["methods"]),
+        splits=TARGET_SPLITS,
+        top_k=config["evaluate"]["top_k"],
+    script:
+        "../scripts/dominating_norm.py"

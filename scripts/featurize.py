@@ -2,6 +2,7 @@
 
 import numpy as np
 
+from diffattr.checkpoints import saved_checkpoint
 from diffattr.data import read_imageset
 from diffattr.gradients import FeaturizerSpec, featurize
 from diffattr.models import PixelDiffusion, resolve_device
@@ -14,7 +15,10 @@ with job(snakemake.log[0], snakemake.threads) as log:
     start = int(snakemake.wildcards.shard) * p.shard_size
     data = read_imageset(snakemake.input.images)
     images = data.tensor()[start : start + p.shard_size]
-    model = PixelDiffusion.from_pretrained(snakemake.input.model).to(resolve_device(p.device))
+    model_dir = snakemake.input.model
+    if getattr(p, "checkpoint", None) is not None:  # rule featurize_checkpoint (TracIn, ReTrac)
+        model_dir = saved_checkpoint(model_dir, p.checkpoint)[0]
+    model = PixelDiffusion.from_pretrained(model_dir).to(resolve_device(p.device))
     features = featurize(model, images, spec, p.batch_size, noise_seed=p.featurizer["noise_seed"])
     write_arrays(
         snakemake.output[0],

@@ -7,13 +7,13 @@ import pytest
 import torch
 
 from diffattr.attribution import TrakScorer
+from diffattr.checkpoints import saved_checkpoint
 from diffattr.das import das_scores, residual_weights, training_errors
 from diffattr.dominating import dominating_norm
 from diffattr.gradients import FeaturizerSpec, TimestepAveragedGradient
 from diffattr.influence import gradient_similarity, relative_influence, renormalized_influence, tracin
 from diffattr.outputs import OUTPUT_FUNCTIONS, evenly_spaced_timesteps, fixed_noise
 from diffattr.store import write_arrays
-from diffattr.training import saved_checkpoint
 
 
 def _shards(tmp_path, phi, sizes):

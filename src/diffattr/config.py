@@ -64,14 +64,38 @@ def validate(config: dict, schema: dict | None = None) -> dict:
         best = jsonschema.exceptions.best_match(errors)
         raise InputError(f"config key '{_key_path(best)}': {_message(best)}")
     _check_references(filled)
+    _check_local_methods(filled)
     return filled
+
+
+# Method kinds scored from a featurizer's gradients (rules/attribute.smk).
+FEATURE_KINDS = (
+    *("trak", "das", "relative_if", "renormalized_if"),
+    *("grad_dot", "grad_cosine", "tracin", "retrac"),
+)
+
+
+def _check_local_methods(config: dict) -> None:
+    """DAS and ReTrac need timestep-normalised features; TracIn and ReTrac need training checkpoints."""
+    for name, method in config["methods"].items():
+        kind = method["kind"]
+        featurizer = config["featurizers"].get(method.get("featurizer"), {})
+        if kind in ("das", "retrac") and not featurizer["normalize_timesteps"]:
+            raise InputError(
+                f"config key 'featurizers.{method['featurizer']}.normalize_timesteps': method '{name}' "
+                f"(kind {kind}) needs it true"
+            )
+        if kind in ("tracin", "retrac") and config["train"]["checkpoints"] < 1:
+            raise InputError(
+                f"config key 'train.checkpoints': method '{name}' (kind {kind}) needs at least 1"
+            )
 
 
 def _check_references(config: dict) -> None:
     """Cross-key checks a JSON schema cannot express."""
     for name, method in config["methods"].items():
         featurizer = method.get("featurizer")
-        if method["kind"] in ("trak",) and featurizer not in config["featurizers"]:
+        if method["kind"] in FEATURE_KINDS and featurizer not in config["featurizers"]:
             raise InputError(
                 f"config key 'methods.{name}.featurizer': '{featurizer}' is not defined under "
                 f"'featurizers' (defined: {sorted(config['featurizers'])})"

@@ -1,13 +1,15 @@
 """Influence variants on the same projected gradients: relative / renormalised IF, gradient dot and
-cosine, and Diffusion-TracIn / ReTrac summed over training checkpoints."""
+cosine, Diffusion-TracIn / ReTrac summed over training checkpoints, and the damped kinds' score functions."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 import numpy as np
 
 from diffattr.attribution import TrakScorer
+from diffattr.das import das_scores, residual_weights
+from diffattr.errors import InputError
 
 
 def relative_influence(scorer: TrakScorer, targets: np.ndarray, lambda_rel: float) -> np.ndarray:
@@ -51,3 +53,20 @@ def tracin(
     if total is None:
         raise ValueError("TracIn needs at least one checkpoint")
     return total
+
+
+def damped_score_function(
+    method: dict, scorer: TrakScorer, errors: np.ndarray | None = None
+) -> Callable[[np.ndarray, float], np.ndarray]:
+    """scores(targets, lambda_rel) of a damped method kind: das, relative_if or renormalized_if."""
+    kind = method["kind"]
+    if kind == "das":
+        if errors is None:
+            raise ValueError("kind das needs the training errors")
+        weights = residual_weights(errors, method["squared"])
+        return lambda targets, lam: das_scores(scorer, targets, lam, weights, method["leverage"])
+    if kind == "relative_if":
+        return lambda targets, lam: relative_influence(scorer, targets, lam)
+    if kind == "renormalized_if":
+        return lambda targets, lam: renormalized_influence(scorer, targets, lam)
+    raise InputError(f"method kind {kind!r} is not a damped kind (das, relative_if, renormalized_if)")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import time
@@ -17,7 +16,6 @@ from diffusers.optimization import (
 )
 from diffusers.training_utils import EMAModel
 
-from diffattr.errors import InputError
 from diffattr.models import PixelDiffusion
 
 log = logging.getLogger(__name__)
@@ -45,20 +43,6 @@ def total_steps(train_config: dict, n_train: int) -> int:
 def checkpoint_steps(steps: int, count: int) -> list[int]:
     """`count` evenly spaced steps ending at the last one (none if count is 0)."""
     return sorted({round(steps * (i + 1) / count) for i in range(count)}) if count else []
-
-
-def saved_checkpoint(model_dir: str | Path, index: int) -> tuple[Path, float]:
-    """The index-th checkpoint of a trained model directory and the learning rate of its step (TracIn)."""
-    record = Path(model_dir) / "training.json"
-    if not record.is_file():
-        raise InputError(f"no training record {record}")
-    checkpoints = json.loads(record.read_text())["checkpoints"]
-    if not 0 <= index < len(checkpoints):
-        raise InputError(
-            f"{record} lists {len(checkpoints)} checkpoints, not checkpoint {index} (train.checkpoints)"
-        )
-    entry = checkpoints[index]
-    return Path(model_dir) / "checkpoints" / entry["path"], float(entry["lr"])
 
 
 def train(
