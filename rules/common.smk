@@ -3,6 +3,8 @@ import math
 import re
 import sys
 
+from diffattr.preflight import check_machine
+
 OUT = f"{config['results']}/{config['experiment']}"
 TARGET_SPLITS = ["val", "gen"]
 GPU_RULE_GPUS = 0 if config["device"] == "cpu" else 1
@@ -287,7 +289,17 @@ def gradient_store_bytes():
     return {name: rows * f["dim"] * 4 for name, f in config["featurizers"].items()}
 
 
+def check_before_jobs():
+    """Input files and the GPU of the jobs about to run, once before the first (never in dry runs)."""
+    rules = {job.rule.name for job in workflow.dag.needrun_jobs()}
+    try:
+        check_machine(config, rules, local=workflow.local_exec)
+    except InputError as err:
+        sys.exit(f"diffattr: {err}")
+
+
 onstart:
+    check_before_jobs()
     sizes = gradient_store_bytes()
     print(
         f"diffattr: gradient stores under {OUT}/grads: "

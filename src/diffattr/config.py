@@ -10,6 +10,7 @@ import jsonschema
 import yaml
 
 from diffattr.errors import InputError
+from diffattr.paths import SAFE_NAME, SAFE_NAME_RULE, check_path_names
 
 SCHEMA = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "config.schema.yaml"
 
@@ -20,14 +21,48 @@ def load_schema(path: str | Path = SCHEMA) -> dict:
         return yaml.safe_load(fh)
 
 
+def _deref(schema: dict, root: dict) -> dict:
+    """The schema a local `$ref` points to (or `schema` itself)."""
+    if "$ref" not in schema:
+        return schema
+    target = root
+    for part in schema["$ref"].lstrip("#/").split("/"):
+        target = target[part]
+    return target
+
+
+def _coerce(node: Any, schema: dict, root: dict) -> Any:
+    """Read strings as YAML where the schema expects no string, and integer-valued floats as integers.
+
+    `--config 'lds={alpha: 0.3}'` reaches the config as the string '0.3', and `num_subsets: 32.0` is a
+    valid JSON-schema integer that range() and file names would reject later.
+    """
+    schema = _deref(schema, root)
+    types = schema.get("type", [])
+    types = [types] if isinstance(types, str) else types
+    if isinstance(node, str) and types and "string" not in types:
+        try:
+            parsed = yaml.safe_load(node)
+        except yaml.YAMLError:
+            parsed = node
+        node = node if isinstance(parsed, str) else parsed
+    if isinstance(node, float) and node.is_integer() and "integer" in types and "number" not in types:
+        node = int(node)
+    if isinstance(node, dict):
+        extra = schema.get("additionalProperties")
+        for key in node:
+            sub = schema.get("properties", {}).get(key, extra)
+            if isinstance(sub, dict):
+                node[key] = _coerce(node[key], sub, root)
+    elif isinstance(node, list) and isinstance(schema.get("items"), dict):
+        node[:] = [_coerce(item, schema["items"], root) for item in node]
+    return node
+
+
 def _fill_defaults(node: Any, schema: dict, root: dict | None = None) -> Any:
     """Recursively insert the schema's defaults for missing object keys (following local $refs)."""
     root = root or schema
-    if "$ref" in schema:
-        target = root
-        for part in schema["$ref"].lstrip("#/").split("/"):
-            target = target[part]
-        schema = target
+    schema = _deref(schema, root)
     if schema.get("type") == "object" and isinstance(node, dict):
         for key, sub in schema.get("properties", {}).items():
             if key not in node and "default" in sub:
@@ -51,18 +86,21 @@ def _message(error: jsonschema.ValidationError) -> str:
         allowed = sorted(error.schema.get("properties", {}))
         unknown = sorted(set(error.instance) - set(allowed))
         return f"unknown key(s) {unknown}; allowed: {allowed}"
+    if error.validator == "pattern" and error.schema.get("pattern") == SAFE_NAME.pattern:
+        return f"{error.instance!r} is not a safe file name; {SAFE_NAME_RULE}"
     return error.message.replace("\n", " ")
 
 
 def validate(config: dict, schema: dict | None = None) -> dict:
     """Return a validated copy of `config` with defaults filled; raise InputError on the first problem."""
     schema = schema or load_schema()
-    filled = _fill_defaults(copy.deepcopy(dict(config)), schema)
+    filled = _fill_defaults(_coerce(copy.deepcopy(dict(config)), schema, schema), schema)
     validator = jsonschema.Draft202012Validator(schema)
     errors = sorted(validator.iter_errors(filled), key=lambda e: list(e.absolute_path))
     if errors:
         best = jsonschema.exceptions.best_match(errors)
         raise InputError(f"config key '{_key_path(best)}': {_message(best)}")
+    check_path_names(filled)
     _check_references(filled)
     _check_local_methods(filled)
     return filled

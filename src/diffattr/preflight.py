@@ -1,0 +1,338 @@
+"""Checks run once before any job: everything the config alone decides (dataset sizes, schedules, fractions
+that round to nothing, contributor counts) when the workflow is parsed, and the files and GPU the jobs
+to run need just before the first job starts (never in dry runs, which need no data)."""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Iterable
+from pathlib import Path
+
+import yaml
+
+from diffattr.errors import InputError
+from diffattr.paths import check_results_root
+
+# Images per class of the standard datasets: (training pool, validation pool); None = val is drawn
+# from what the training split left (digits has a single pool).
+# scikit-learn's load_digits().target counts (tests/test_bad_inputs.py checks them against scikit-learn).
+DIGITS_CLASS_SIZES = (178, 182, 177, 183, 181, 182, 181, 179, 174, 180)
+DATASETS = {
+    "digits": {"classes": 10, "train": DIGITS_CLASS_SIZES, "val": None},
+    "cifar10": {"classes": 10, "train": (5000,) * 10, "val": (1000,) * 10},
+    "cifar100": {"classes": 100, "train": (500,) * 100, "val": (100,) * 100},
+}
+INCEPTION_FILE = "inception-2015-12-05.pt"  # clean-fid's torchscript, as in diffattr.properties
+DRY_RUN_NOTICE = "diffattr: dry run: input files and the GPU are not checked (they are before a real run)"
+OVERLAY_ADVICE = (
+    "Snakemake merges config files key by key over config.yaml, so an empty section keeps every default. "
+    "To replace a whole section, write the complete config in one file and run with "
+    "--replace-workflow-config (config.yaml is then not read; the schema fills unset keys)"
+)
+
+
+def per_class(n: int, n_classes: int) -> list[int]:
+    """Split n as evenly as possible across classes, as diffattr.data.per_class_counts does."""
+    return [n // n_classes + (1 if c < n % n_classes else 0) for c in range(n_classes)]
+
+
+def check_overlays(files: Iterable[str | Path], cli_config: dict | None = None) -> None:
+    """Refuse empty sections (`methods: {}`) in command-line config files or --config: merging drops them."""
+    sources = [(f"in {file}", load_yaml_file(file)) for file in files]
+    sources.append(("in --config", cli_config or {}))
+    for where, data in sources:
+        key = _empty_mapping(data)
+        if key:
+            raise InputError(f"config key '{key}' {where}: empty, so it changes nothing. {OVERLAY_ADVICE}")
+
+
+def _empty_mapping(node: object, prefix: str = "") -> str | None:
+    if not isinstance(node, dict):
+        return None
+    for key, value in node.items():
+        path = f"{prefix}{key}"
+        if isinstance(value, dict) and not value:
+            return path
+        found = _empty_mapping(value, f"{path}.")
+        if found:
+            return found
+    return None
+
+
+def load_yaml_file(path: str | Path) -> dict:
+    """A config file as a dict; a syntax error names the file and line, in one line."""
+    try:
+        text = Path(path).read_text()
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read ({exc.strerror})") from exc
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise InputError(f"{where}: YAML syntax error: {problem}") from exc
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise InputError(f"{path}: a config file must be a mapping of keys, not {type(data).__name__}")
+    return data
+
+
+def check_config(config: dict, workdir: str | Path, repo_root: str | Path) -> None:
+    """Everything about a validated config that is known before any data is read; InputError on the first."""
+    check_results_root(config["results"], workdir, repo_root)
+    lds, shapley = config["lds"], config["shapley"]
+    timesteps = config["scheduler"]["num_train_timesteps"]
+    if lds["enabled"]:
+        _check_data("data", config["data"])
+        _check_model("model", config["model"])
+        _check_train("train", config["train"])
+        _check_steps("lds.timesteps", lds["timesteps"], timesteps)
+        _check_steps("generate.num_inference_steps", config["generate"]["num_inference_steps"], timesteps)
+        for name, featurizer in config["featurizers"].items():
+            _check_steps(f"featurizers.{name}.timesteps", featurizer["timesteps"], timesteps)
+        _check_lds_fractions(config)
+    if shapley["enabled"]:
+        data_key = "shapley.data" if shapley.get("data") else "data"
+        data = shapley.get("data") or config["data"]
+        _check_data(data_key, data)
+        _check_model(
+            "shapley.model" if shapley.get("model") else "model", shapley.get("model") or config["model"]
+        )
+        _check_train(
+            "shapley.train" if shapley.get("train") else "train", shapley.get("train") or config["train"]
+        )
+        _check_steps(
+            "shapley.property.num_inference_steps", shapley["property"]["num_inference_steps"], timesteps
+        )
+        _check_contributors(shapley, data, data_key)
+
+
+def _check_data(key: str, data: dict) -> None:
+    """Classes exist and each has enough images for the stratified train and val picks."""
+    known = DATASETS.get(data["source"])
+    if known is None:  # image_folder: sizes come from its CSV, checked before the first job
+        return
+    classes = data["classes"]
+    missing = [c for c in classes if c >= known["classes"]]
+    if missing:
+        raise InputError(
+            f"config key '{key}.classes': class {missing[0]} does not exist in {data['source']} "
+            f"(classes 0-{known['classes'] - 1})"
+        )
+    train, val = per_class(data["n_train"], len(classes)), per_class(data["n_val"], len(classes))
+    for cls, n_tr, n_va in zip(classes, train, val, strict=True):
+        size = known["train"][cls]
+        if n_tr > size:
+            raise InputError(
+                f"config key '{key}.n_train': {data['n_train']} images over {len(classes)} classes need "
+                f"{n_tr} of class {cls}, which has {size} in {data['source']}"
+            )
+        pool, note = (
+            (size - n_tr, f" left after {n_tr} training images")
+            if known["val"] is None
+            else (
+                known["val"][cls],
+                "",
+            )
+        )
+        if n_va > pool:
+            raise InputError(
+                f"config key '{key}.n_val': {data['n_val']} validation images over {len(classes)} classes "
+                f"need {n_va} of class {cls}, which has {pool}{note} in {data['source']}"
+            )
+
+
+def _check_model(key: str, model: dict) -> None:
+    """GroupNorm groups divide every level's channels; attention heads divide attention levels' channels."""
+    groups = model["norm_num_groups"]
+    for channels in model["block_out_channels"]:
+        if channels % groups:
+            raise InputError(
+                f"config key '{key}.norm_num_groups': {groups} groups do not divide {channels} channels "
+                f"of '{key}.block_out_channels' {model['block_out_channels']}"
+            )
+    head = model["attention_head_dim"]
+    for channels, block in zip(model["block_out_channels"], model["down_block_types"], strict=False):
+        if block.startswith("Attn") and channels % head:
+            raise InputError(
+                f"config key '{key}.attention_head_dim': {head} does not divide the {channels} channels "
+                f"of an attention level"
+            )
+
+
+def _check_train(key: str, train: dict) -> None:
+    if train.get("steps") is None and train.get("epochs") is None:
+        raise InputError(f"config keys '{key}.steps' and '{key}.epochs': both null; set one of them")
+
+
+def _check_steps(key: str, steps: int, num_train_timesteps: int) -> None:
+    if steps > num_train_timesteps:
+        raise InputError(
+            f"config key '{key}': {steps} is more than scheduler.num_train_timesteps "
+            f"({num_train_timesteps}); timesteps would repeat"
+        )
+
+
+def _check_lds_fractions(config: dict) -> None:
+    """Held-out targets and LDS subsets are neither empty nor everything."""
+    lds, data = config["lds"], config["data"]
+    fraction = lds["heldout_fraction"]
+    for split, n in (("val", data["n_val"]), ("gen", config["generate"]["num_images"])):
+        held = int(round(fraction * n))
+        if held == 0 or held == n:
+            what = "no target to choose the damping on" if held == 0 else "no target to report the LDS on"
+            raise InputError(
+                f"config key 'lds.heldout_fraction': {fraction} of the {n} {split} targets is {held}, "
+                f"which leaves {what}"
+            )
+    if data["source"] == "image_folder":
+        sizes = [data["n_train"]]  # classes unknown before the CSV is read; check the whole set
+    else:
+        sizes = per_class(data["n_train"], len(data["classes"]))
+    kept = [int(round(lds["alpha"] * n)) for n in sizes]
+    if sum(kept) == 0:
+        raise InputError(
+            f"config key 'lds.alpha': {lds['alpha']} of classes of {max(sizes)} images keeps none, "
+            "so every LDS subset is empty"
+        )
+    if kept == sizes:
+        raise InputError(
+            f"config key 'lds.alpha': {lds['alpha']} of classes of {min(sizes)} images keeps all of them, "
+            "so every LDS subset is the full training set"
+        )
+
+
+def _num_contributors(shapley: dict, data: dict, data_key: str) -> int | None:
+    spec = shapley["contributors"]
+    if spec["by"] == "random":
+        if spec["group_size"] > data["n_train"]:
+            raise InputError(
+                f"config key 'shapley.contributors.group_size': {spec['group_size']} is more than "
+                f"'{data_key}.n_train' ({data['n_train']})"
+            )
+        return math.ceil(data["n_train"] / spec["group_size"])
+    if spec["by"] == "class":
+        if data["source"] != "image_folder":
+            return len(data["classes"])
+        if not (data.get("image_folder") or {}).get("label_column"):
+            return 1
+    return None
+
+
+def _check_contributors(shapley: dict, data: dict, data_key: str) -> None:
+    """At least two contributors; held-out and counterfactual fractions keep and remove someone."""
+    n = _num_contributors(shapley, data, data_key)
+    if n is None:
+        return
+    if n < 2:
+        raise InputError(
+            f"config key 'shapley.contributors': {n} contributor from {data_key} "
+            f"(by {shapley['contributors']['by']}); Shapley values need at least 2"
+        )
+    alpha = shapley["heldout"]["alpha"]
+    kept = int(round(alpha * n))
+    if kept in (0, n):
+        raise InputError(
+            f"config key 'shapley.heldout.alpha': {alpha} of {n} contributors keeps {kept}, so every "
+            "held-out coalition is the same"
+        )
+    fraction = shapley["counterfactual"]["fraction"]
+    if int(round(fraction * n)) == 0:
+        raise InputError(
+            f"config key 'shapley.counterfactual.fraction': {fraction} of {n} contributors removes none"
+        )
+
+
+def check_machine(config: dict, rules: set[str], local: bool) -> None:
+    """Input files of the rules about to run exist, and a requested GPU is there (local runs only)."""
+    for key, path in needed_files(config, rules):
+        if not Path(path).exists():
+            raise InputError(f"config key '{key}': file not found: {path}")
+    if config["shapley"]["enabled"] and "contributors" in rules:
+        data = config["shapley"].get("data") or config["data"]
+        key = "shapley.data" if config["shapley"].get("data") else "data"
+        if data["source"] == "image_folder":
+            column = config["shapley"]["contributors"]["column"]
+            _check_image_folder(
+                key, data, column if config["shapley"]["contributors"]["by"] == "column" else None
+            )
+    if config["lds"]["enabled"] and "prepare_data" in rules and config["data"]["source"] == "image_folder":
+        _check_image_folder("data", config["data"], None)
+    if local and config["device"] == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            raise InputError("config key 'device': 'cuda' requested but this machine has no CUDA device")
+
+
+def needed_files(config: dict, rules: set[str]) -> list[tuple[str, str]]:
+    """(config key, path) of every external input file the given rules read."""
+    files = []
+    shapley = config["shapley"]
+    sections = []
+    if config["lds"]["enabled"] and "prepare_data" in rules:
+        sections.append(("data", config["data"]))
+    if shapley["enabled"] and "contributors" in rules:
+        sections.append(
+            ("shapley.data" if shapley.get("data") else "data", shapley.get("data") or config["data"])
+        )
+    for key, data in sections:
+        if data["source"] in ("cifar10", "cifar100"):
+            files.append((f"{key}.{data['source']}_path", data[f"{data['source']}_path"]))
+        elif data["source"] == "image_folder" and data.get("image_folder"):
+            folder = data["image_folder"]
+            files += [
+                (f"{key}.image_folder.path", folder["path"]),
+                (f"{key}.image_folder.metadata", folder["metadata"]),
+            ]
+    prop = shapley["property"]
+    if shapley["enabled"] and rules & {"coalition_property", "reference_features"}:
+        if prop["name"] == "aesthetic":
+            files += [(f"shapley.property.clip.{k}", prop["clip"][k]) for k in ("weights", "head")]
+        elif prop["features"] == "inception":
+            path = Path(prop["inception_path"])
+            files.append(
+                ("shapley.property.inception_path", str(path / INCEPTION_FILE if path.is_dir() else path))
+            )
+    return files
+
+
+def _check_image_folder(key: str, data: dict, contributor_column: str | None) -> None:
+    """The metadata CSV has the needed columns and enough rows, and every file it lists exists."""
+    import pandas as pd
+
+    folder = data["image_folder"]
+    csv = Path(folder["metadata"])
+    try:
+        table = pd.read_csv(csv, dtype=str, keep_default_na=False)
+    except (ValueError, OSError) as exc:
+        raise InputError(f"{csv}: not a readable CSV ({str(exc).splitlines()[0]})") from exc
+    columns = [("file_column", folder["file_column"]), ("label_column", folder.get("label_column"))]
+    if contributor_column is not None:
+        columns.append(("shapley.contributors.column", contributor_column))
+    for name, column in columns:
+        if column is not None and column not in table.columns:
+            where = name if "." in name else f"{key}.image_folder.{name}"
+            raise InputError(
+                f"config key '{where}': no column {column!r} in {csv} (has {list(table.columns)})"
+            )
+    if data["n_train"] + data["n_val"] > len(table):
+        raise InputError(
+            f"config key '{key}.n_train': {data['n_train']} + {data['n_val']} images requested, {csv} lists "
+            f"{len(table)}"
+        )
+    root = Path(folder["path"])
+    missing = [name for name in table[folder["file_column"]] if not (root / name).is_file()]
+    if missing:
+        raise InputError(
+            f"config key '{key}.image_folder.path': {len(missing)} file(s) listed in {csv} not found, "
+            f"first {root / missing[0]}"
+        )
+
+
+def is_dry_run(argv: list[str]) -> bool:
+    """Whether the Snakemake command line asks for a dry run (-n, --dry-run, --dryrun, -np)."""
+    return any(arg in ("--dry-run", "--dryrun") or re.fullmatch(r"-[a-zA-Z]*n[a-zA-Z]*", arg) for arg in argv)
