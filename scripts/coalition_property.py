@@ -1,11 +1,16 @@
-"""Rule coalition_property: generate the fixed-seed batch with a coalition model and measure the property."""
+"""Rules coalition_property(_batch*): each coalition model generates the fixed-seed batch; its property.
+
+`params.models` lists each model's way, coalition and seed, in the order of its input models and outputs.
+"""
 
 import json
 
 import numpy as np
 import torch
 
-from diffattr.models import PixelDiffusion, resolve_device
+from diffattr.batching import each_model
+from diffattr.families import load_model
+from diffattr.models import resolve_device
 from diffattr.properties import AestheticScorer, attributed_value, feature_extractor, measure_property
 from diffattr.runtime import job
 from diffattr.sampling import ddim_sample
@@ -14,10 +19,6 @@ from diffattr.store import read_npz, write_json
 with job(snakemake.log[0], snakemake.threads) as log:
     cfg = snakemake.params.prop
     device = resolve_device(snakemake.params.device)
-    model = PixelDiffusion.from_pretrained(snakemake.input.model).to(device)
-    seeds = cfg["seed"] * 1_000_003 + np.arange(cfg["num_images"], dtype=np.int64)
-    pixels = ddim_sample(model, seeds, cfg["num_inference_steps"], 0.0, 256)
-    generated = torch.from_numpy(pixels).float() / 127.5 - 1
     extractor = aesthetic = reference = None
     if cfg["name"] == "aesthetic":
         clip = cfg["clip"]
@@ -26,9 +27,16 @@ with job(snakemake.log[0], snakemake.threads) as log:
         extractor = feature_extractor(cfg, snakemake.input.get("classifier"), device)
         if "reference" in snakemake.input.keys():
             reference = read_npz(snakemake.input.reference)["features"]
-    measured = measure_property(
-        cfg["name"], generated, extractor, reference, aesthetic, cfg["clip"]["quantile"], seed=cfg["seed"]
-    )
-    value = attributed_value(cfg["name"], measured)
-    write_json(snakemake.output[0], {"property": cfg["name"], "value": value, "measured": measured})
-    log.info("value %.4f; measured %s", value, json.dumps(measured))
+    paths = snakemake.input.models if "models" in snakemake.input.keys() else [snakemake.input.model]
+    models = [{**spec, "path": path} for spec, path in zip(snakemake.params.models, paths, strict=True)]
+    seeds = cfg["seed"] * 1_000_003 + np.arange(cfg["num_images"], dtype=np.int64)
+    for spec, output in each_model(models, snakemake.output, snakemake.threads):
+        model = load_model(spec["path"]).to(device)
+        pixels = ddim_sample(model, seeds, cfg["num_inference_steps"], 0.0, 256)
+        generated = torch.from_numpy(pixels).float() / 127.5 - 1
+        measured = measure_property(
+            cfg["name"], generated, extractor, reference, aesthetic, cfg["clip"]["quantile"], seed=cfg["seed"]
+        )
+        value = attributed_value(cfg["name"], measured)
+        write_json(output, {"property": cfg["name"], "value": value, "measured": measured})
+        log.info("value %.4f; measured %s", value, json.dumps(measured))

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from diffattr.errors import InputError
-from diffattr.store import read_arrays, write_arrays
+from diffattr.store import read_arrays, read_attrs, write_arrays
 
 CIFAR10_MEMBER = "cifar-10-batches-py"
 CIFAR100_MEMBER = "cifar-100-python"
@@ -20,13 +20,15 @@ CIFAR100_MEMBER = "cifar-100-python"
 
 @dataclass
 class ImageSet:
-    """Images (N, C, H, W) uint8 with labels, contributor ids and their index in the source dataset."""
+    """Images (N, C, H, W) uint8 with labels, contributor ids, their index in the source dataset and,
+    for text-conditioned models, a caption each."""
 
     images: np.ndarray
     labels: np.ndarray
     contributors: np.ndarray
     source_index: np.ndarray
     metadata: dict[str, np.ndarray] = field(default_factory=dict)
+    captions: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.images)
@@ -166,6 +168,8 @@ def load_image_folder_splits(folder_config: dict, n_train: int, n_val: int, seed
             f"config key 'data.n_train': {n_train} + {n_val} images requested, {csv} lists {len(table)}"
         )
     size = folder_config["image_size"]
+    template = folder_config.get("caption")
+    captions = fill_captions(template, table) if template else None
     order = np.random.default_rng(seed).permutation(len(table))
     labels = (
         np.unique(table[label_column].to_numpy(), return_inverse=True)[1]
@@ -181,8 +185,13 @@ def load_image_folder_splits(folder_config: dict, n_train: int, n_val: int, seed
         for name in table[file_column].to_numpy()[idx]:
             try:
                 with Image.open(root / name) as img:
+                    if img.mode in ("I", "F") or img.mode.startswith("I;"):
+                        raise InputError(
+                            f"{root / name}: {img.mode} image (16-bit, 32-bit or float pixels); "
+                            "the image folder takes 8-bit images only, convert it first"
+                        )
                     images.append(np.asarray(img.convert("RGB").resize((size, size), Image.BICUBIC)))
-            except OSError as exc:
+            except (OSError, ValueError) as exc:
                 raise InputError(
                     f"config key 'data.image_folder.path': cannot read image {root / name} ({exc})"
                 ) from exc
@@ -192,8 +201,20 @@ def load_image_folder_splits(folder_config: dict, n_train: int, n_val: int, seed
             contributors=labels[idx].astype(np.int64),
             source_index=idx.astype(np.int64),
             metadata={c: table[c].to_numpy()[idx] for c in table.columns},
+            captions=captions[idx] if captions is not None else None,
         )
     return splits
+
+
+def fill_captions(template: str, table) -> np.ndarray:
+    """One caption per CSV row from a template over its columns, e.g. "a {style} painting by {artist}"."""
+    try:
+        return np.array([template.format(**row) for row in table.to_dict("records")], dtype=object)
+    except (KeyError, IndexError, ValueError) as exc:
+        raise InputError(
+            f"config key 'data.image_folder.caption': {template!r} does not fit the columns "
+            f"{list(table.columns)} ({exc!r})"
+        ) from exc
 
 
 def _subset(images: np.ndarray, labels: np.ndarray, idx: np.ndarray) -> ImageSet:
@@ -227,7 +248,9 @@ def load_splits(data_config: dict) -> dict[str, ImageSet]:
 
 
 def write_imageset(path: str | Path, data: ImageSet, attrs: dict | None = None) -> None:
-    """Store an ImageSet as a zarr group, chunked by sample."""
+    """Store an ImageSet as a zarr group, chunked by sample (captions, if any, as an attribute)."""
+    if data.captions is not None:
+        attrs = {**(attrs or {}), "captions": [str(c) for c in data.captions]}
     write_arrays(
         path,
         {
@@ -244,4 +267,14 @@ def write_imageset(path: str | Path, data: ImageSet, attrs: dict | None = None) 
 def read_imageset(path: str | Path) -> ImageSet:
     """Load an ImageSet written by `write_imageset` (or generated samples, which carry the same arrays)."""
     arrays = read_arrays(path, ["images", "labels", "contributors", "source_index"])
-    return ImageSet(**arrays)
+    images = arrays["images"]
+    if images.dtype != np.uint8 or images.ndim != 4 or images.shape[1] not in (1, 3):
+        raise InputError(
+            f"{path}: images are {images.dtype} {images.shape}, expected uint8 (N, 1 or 3, H, W); "
+            "delete the store and rerun to rebuild"
+        )
+    if any(len(a) != len(images) for a in arrays.values()):
+        lengths = {k: len(a) for k, a in arrays.items()}
+        raise InputError(f"{path}: arrays of different lengths {lengths}")
+    captions = read_attrs(path).get("captions")
+    return ImageSet(**arrays, captions=None if captions is None else np.array(captions, dtype=object))

@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import copy
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, ClassVar
 
 import torch
 from diffusers.models.unets.unet_2d import UNet2DModel
 from diffusers.schedulers.scheduling_ddpm import DDPMScheduler
+from safetensors import SafetensorError
 
+from diffattr.architecture import ARCHITECTURE, is_pruned, load_pruned, refuse_pickles, save_pruned
 from diffattr.errors import InputError
-
-PRUNED_UNET = "pruned_unet.pt"
+from diffattr.families.base import DiffusionModel
 
 
 def build_unet(model_config: dict, sample_size: int, channels: int, seed: int = 0) -> UNet2DModel:
@@ -50,55 +54,90 @@ def build_scheduler(scheduler_config: dict) -> DDPMScheduler:
     )
 
 
-@dataclass
-class PixelDiffusion:
-    """A denoiser and its noise schedule: the interface every stage after training uses."""
+def save_unet(unet: torch.nn.Module, path: Path) -> None:
+    """diffusers layout (safetensors); a pruned UNet also records its per-layer channel counts."""
+    if is_pruned(unet):
+        save_pruned(unet, path)
+    else:
+        unet.save_pretrained(path, safe_serialization=True)
 
+
+def load_unet(path: Path) -> UNet2DModel:
+    """A UNet written by `save_unet`, from safetensors only (pickled weights are refused, never loaded)."""
+    if (path / ARCHITECTURE).is_file():
+        return load_pruned(path)
+    if path.is_dir():
+        refuse_pickles(path)
+    if not (path / "config.json").is_file():
+        raise InputError(f"not a saved diffattr model (no unet/config.json): {path.parent}")
+    try:
+        return UNet2DModel.from_pretrained(path, local_files_only=True, use_safetensors=True)
+    except (OSError, ValueError, RuntimeError, SafetensorError) as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise InputError(f"{path}: not a loadable diffusers UNet ({first})") from None
+
+
+@dataclass
+class PixelDiffusion(DiffusionModel):
+    """The pixel family: a UNet2DModel denoising images directly (DDPM on CIFAR, CelebA)."""
+
+    family: ClassVar[str] = "pixel"
     unet: UNet2DModel
     scheduler: DDPMScheduler
 
-    def to(self, device: torch.device | str) -> PixelDiffusion:
-        self.unet.to(device)
-        return self
-
-    @property
-    def device(self) -> torch.device:
-        return next(self.unet.parameters()).device
+    @classmethod
+    def build(
+        cls,
+        model_config: dict,
+        scheduler_config: dict,
+        image_shape: tuple[int, ...],
+        seed: int,
+        prompts: Sequence[str] | None = None,
+    ) -> PixelDiffusion:
+        """A fresh UNet over images of `image_shape` (C, H, W)."""
+        unet = build_unet(model_config, sample_size=image_shape[-1], channels=image_shape[0], seed=seed)
+        return cls(unet=unet, scheduler=build_scheduler(scheduler_config))
 
     def encode(self, images: torch.Tensor) -> torch.Tensor:
-        """Map images in [-1, 1] to the diffusion space (the identity for pixel-space models)."""
+        """The identity: a pixel model diffuses images in [-1, 1]."""
         return images
 
-    def add_noise(self, x0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        """x_t = sqrt(abar_t) x0 + sqrt(1 - abar_t) noise."""
-        return self.scheduler.add_noise(x0, noise, t)
+    def decode(self, x: torch.Tensor) -> torch.Tensor:
+        """The identity."""
+        return x
 
-    def predict_noise(self, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    def predict_noise(self, x_t: torch.Tensor, t: torch.Tensor, cond: Any = None) -> torch.Tensor:
         """eps_theta(x_t, t)."""
         return self.unet(x_t, t).sample
 
+    @property
+    def latent_shape(self) -> tuple[int, int, int]:
+        cfg = self.unet.config
+        return (cfg.in_channels, cfg.sample_size, cfg.sample_size)
+
     def trainable_parameters(self) -> list[torch.nn.Parameter]:
-        return [p for p in self.unet.parameters() if p.requires_grad]
+        return list(self.unet.parameters())
+
+    def copy(self) -> PixelDiffusion:
+        return PixelDiffusion(copy.deepcopy(self.unet), self.scheduler)
+
+    def prune(self, ratio: float) -> dict:
+        """Structured channel pruning of the UNet (see diffattr.pruning)."""
+        from diffattr.pruning import prune_unet
+
+        return prune_unet(self.unet, ratio).to_dict()
 
     def save_pretrained(self, path: str | Path) -> None:
-        """diffusers layout; a pruned UNet (whose config no longer matches its shapes) is saved whole."""
-        if getattr(self.unet, "diffattr_pruned", False):
-            (Path(path) / "unet").mkdir(parents=True, exist_ok=True)
-            torch.save(self.unet, Path(path) / "unet" / PRUNED_UNET)
-        else:
-            self.unet.save_pretrained(Path(path) / "unet")
+        """unet/ and scheduler/ in diffusers layout, and family.json."""
+        save_unet(self.unet, Path(path) / "unet")
         self.scheduler.save_pretrained(Path(path) / "scheduler")
+        self.write_family(path)
 
     @classmethod
     def from_pretrained(cls, path: str | Path) -> PixelDiffusion:
         """Load from a local directory written by `save_pretrained` (or a hub-cache snapshot of one)."""
         path = Path(path)
-        if (path / "unet" / PRUNED_UNET).is_file():
-            unet = torch.load(path / "unet" / PRUNED_UNET, weights_only=False, map_location="cpu")
-        elif (path / "unet" / "config.json").is_file():
-            unet = UNet2DModel.from_pretrained(path / "unet", local_files_only=True)
-        else:
-            raise InputError(f"not a saved diffattr model (no unet/config.json): {path}")
+        unet = load_unet(path / "unet")
         scheduler = DDPMScheduler.from_pretrained(path / "scheduler", local_files_only=True)
         return cls(unet=unet, scheduler=scheduler)
 

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
 
 from diffattr.errors import InputError
-from diffattr.models import PixelDiffusion
+from diffattr.families.base import DiffusionModel, conditioner, encode_all
 
 OutputFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -56,15 +56,18 @@ def fixed_noise(noise_seed: int, t: int, shape: tuple[int, ...]) -> torch.Tensor
 
 @torch.no_grad()
 def measure_loss(
-    model: PixelDiffusion,
+    model: DiffusionModel,
     images: torch.Tensor,
     timesteps: np.ndarray,
     noise_seeds: list[int],
     batch_size: int,
+    captions: Sequence[str] | None = None,
 ) -> np.ndarray:
-    """Diffusion loss of every image averaged over the given timesteps and noise seeds: shape (N,)."""
-    unet = model.unet.eval()
-    x0_all = model.encode(images.to(model.device))
+    """Diffusion loss of every image (given its caption, for conditional families) averaged over the
+    given timesteps and noise seeds: shape (N,)."""
+    model.unet.eval()
+    x0_all = encode_all(model, images.to(model.device), batch_size)
+    cond_of = conditioner(model, captions)
     total = torch.zeros(len(images), dtype=torch.float64)
     for e in noise_seeds:
         for t in timesteps:
@@ -73,6 +76,7 @@ def measure_loss(
                 x0 = x0_all[start : start + batch_size]
                 tt = torch.full((len(x0),), int(t), device=model.device, dtype=torch.long)
                 eps = noise.expand_as(x0)
-                pred = unet(model.add_noise(x0, eps, tt), tt).sample
+                cond = cond_of(torch.arange(start, start + len(x0)))
+                pred = model.predict_noise(model.add_noise(x0, eps, tt), tt, cond)
                 total[start : start + len(x0)] += _flat(pred - eps).pow(2).mean(1).double().cpu()
     return (total / (len(noise_seeds) * len(timesteps))).numpy()

@@ -6,7 +6,7 @@ import numpy as np
 import torch
 from diffusers.schedulers.scheduling_ddim import DDIMScheduler
 
-from diffattr.models import PixelDiffusion
+from diffattr.families.base import DiffusionModel
 
 
 def initial_noise(seeds: np.ndarray, shape: tuple[int, ...]) -> torch.Tensor:
@@ -14,25 +14,34 @@ def initial_noise(seeds: np.ndarray, shape: tuple[int, ...]) -> torch.Tensor:
     return torch.stack([torch.randn(shape, generator=torch.Generator().manual_seed(int(s))) for s in seeds])
 
 
+def sample_prompts(model: DiffusionModel, count: int) -> np.ndarray | None:
+    """The prompt of each generated image: image i gets the model's prompt i mod their number."""
+    prompts = model.prompts
+    return (
+        None if prompts is None else np.array([prompts[i % len(prompts)] for i in range(count)], dtype=object)
+    )
+
+
 @torch.no_grad()
 def ddim_sample(
-    model: PixelDiffusion, seeds: np.ndarray, num_inference_steps: int, eta: float, batch_size: int
+    model: DiffusionModel, seeds: np.ndarray, num_inference_steps: int, eta: float, batch_size: int
 ) -> np.ndarray:
-    """Images (N, C, H, W) as uint8, one per seed; with eta 0 the sampler is deterministic."""
-    unet = model.unet.eval()
-    cfg = unet.config
+    """Images (N, C, H, W) as uint8, one per seed (and per prompt of `sample_prompts` for conditional
+    families); with eta 0 the sampler is deterministic."""
+    model.unet.eval()
     ddim = DDIMScheduler.from_config(model.scheduler.config)
     ddim.set_timesteps(num_inference_steps)
-    shape = (cfg.in_channels, cfg.sample_size, cfg.sample_size)
+    prompts = sample_prompts(model, len(seeds))
     out = []
     for start in range(0, len(seeds), batch_size):
         batch_seeds = seeds[start : start + batch_size]
-        x = initial_noise(batch_seeds, shape).to(model.device)
+        x = initial_noise(batch_seeds, model.latent_shape).to(model.device)
+        cond = None if prompts is None else model.condition(list(prompts[start : start + batch_size]))
         generator = torch.Generator().manual_seed(int(batch_seeds[0]))
         for t in ddim.timesteps:
-            eps = unet(x, t.to(model.device)).sample
+            eps = model.predict_noise(x, t.to(model.device).expand(len(x)), cond)
             x = ddim.step(eps, t, x, eta=eta, generator=generator).prev_sample
-        out.append(to_uint8(x))
+        out.append(to_uint8(model.decode(x)))
     return np.concatenate(out)
 
 

@@ -10,7 +10,6 @@ The empty coalition is the untrained model (it learned from nobody) whatever the
 
 from __future__ import annotations
 
-import copy
 import time
 from dataclasses import dataclass
 
@@ -19,7 +18,7 @@ import pandas as pd
 import torch
 
 from diffattr.errors import InputError
-from diffattr.models import PixelDiffusion
+from diffattr.families.base import DiffusionModel
 from diffattr.training import train
 
 HOWS = ("sparse_ft", "ft", "gradient_ascent", "retrain")
@@ -41,15 +40,17 @@ def coalition_model(
     how: str,
     kept: np.ndarray,
     images: torch.Tensor,
-    fresh: PixelDiffusion,
-    base: PixelDiffusion | None,
+    fresh: DiffusionModel | None,
+    base: DiffusionModel | None,
     train_config: dict,
     seed: int,
     device: torch.device,
-) -> tuple[PixelDiffusion, CoalitionRecord]:
-    """The model of the coalition whose images are `images[kept]`; `train_config` is that way's schedule.
+    captions: np.ndarray | None = None,
+) -> tuple[DiffusionModel, CoalitionRecord]:
+    """The model of the coalition whose images are `images[kept]` (with their `captions`, for
+    conditional families); `train_config` is that way's schedule.
 
-    `fresh` is an untrained model (used by retrain and for the empty coalition); `base` is the model
+    `fresh` is an untrained model (needed by retrain and for the empty coalition); `base` is the model
     a fine-tuning way starts from (the pruned model for sparse_ft, the full model for ft and ascent).
     """
     if how not in HOWS:
@@ -57,17 +58,25 @@ def coalition_model(
     start = time.perf_counter()
     if not kept.any():
         return fresh, CoalitionRecord(how, 0, 0, 0, time.perf_counter() - start)
+    rows = ~kept if how == "gradient_ascent" else kept
     if how == "retrain":
-        model, data = fresh, images[kept]
+        model = fresh
     else:
         if base is None:
             raise InputError(f"shapley.how {how!r} needs its base model ({BASE_MODEL[how]})")
-        model = PixelDiffusion(copy.deepcopy(base.unet), base.scheduler)
-        data = images[~kept] if how == "gradient_ascent" else images[kept]
+        model = base.copy()
+    data = images[rows]
     steps = 0
     if len(data):
-        model.unet.requires_grad_(True)
-        record = train(model, data, train_config, seed=seed, device=device, ascent=how == "gradient_ascent")
+        record = train(
+            model,
+            data,
+            train_config,
+            seed=seed,
+            device=device,
+            ascent=how == "gradient_ascent",
+            captions=None if captions is None else captions[rows],
+        )
         steps = record.steps
     seconds = time.perf_counter() - start
     return model, CoalitionRecord(how, int(kept.sum()), len(data), steps, seconds)

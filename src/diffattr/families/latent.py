@@ -1,0 +1,144 @@
+"""The latent family: a diffusers UNet2DModel denoising the latents of a frozen autoencoder (LDM).
+
+The autoencoder (an AutoencoderKL or a VQModel in diffusers layout, `model.vae`) is loaded from a
+local path and never trained; latents are the encoder's mean (KL) or pre-quantisation output (VQ),
+shifted and scaled by the autoencoder's `shift_factor` and `scaling_factor`.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+import torch
+from diffusers.models.autoencoders.autoencoder_kl import AutoencoderKL
+from diffusers.models.autoencoders.vq_model import VQModel
+from diffusers.models.unets.unet_2d import UNet2DModel
+from diffusers.schedulers.scheduling_ddpm import DDPMScheduler
+
+from diffattr.errors import InputError
+from diffattr.families.base import DiffusionModel, read_family
+from diffattr.models import build_scheduler, build_unet, load_unet, save_unet
+
+AUTOENCODERS = {"AutoencoderKL": AutoencoderKL, "VQModel": VQModel}
+Autoencoder = AutoencoderKL | VQModel
+
+
+def load_autoencoder(path: str | Path | None, key: str, subfolders: Sequence[str] = ("vae", "vqvae")):
+    """A frozen AutoencoderKL / VQModel from a local diffusers folder (or a snapshot's vae/ subfolder)."""
+    if not path:
+        raise InputError(f"config key '{key}': required (a local folder with the autoencoder)")
+    root = Path(path)
+    folder = next((root / s for s in subfolders if (root / s / "config.json").is_file()), root)
+    if not (folder / "config.json").is_file():
+        raise InputError(f"config key '{key}': no autoencoder (config.json) at {root}")
+    name = json.loads((folder / "config.json").read_text()).get("_class_name")
+    if name not in AUTOENCODERS:
+        raise InputError(f"config key '{key}': {folder} holds a {name}, not one of {sorted(AUTOENCODERS)}")
+    vae = AUTOENCODERS[name].from_pretrained(folder, local_files_only=True)
+    return vae.eval().requires_grad_(False)
+
+
+def vae_encode(vae: Autoencoder, images: torch.Tensor) -> torch.Tensor:
+    """Scaled latents of images in [-1, 1] (deterministic: the mean of a KL posterior)."""
+    with torch.no_grad():
+        if isinstance(vae, VQModel):
+            z = vae.encode(images).latents
+        else:
+            z = vae.encode(images).latent_dist.mode()
+    shift = getattr(vae.config, "shift_factor", None) or 0.0
+    return (z - shift) * vae.config.scaling_factor
+
+
+def vae_decode(vae: Autoencoder, z: torch.Tensor) -> torch.Tensor:
+    """Images in about [-1, 1] from scaled latents (a VQ decoder quantises first)."""
+    shift = getattr(vae.config, "shift_factor", None) or 0.0
+    return vae.decode(z / vae.config.scaling_factor + shift).sample
+
+
+def latent_shape_of(vae: Autoencoder, image_shape: Sequence[int], key: str) -> tuple[int, int, int]:
+    """The latent (C, H, W) of images of `image_shape`, found by encoding a blank image."""
+    if image_shape[0] != vae.config.in_channels:
+        raise InputError(
+            f"config key '{key}': the autoencoder takes {vae.config.in_channels}-channel images, "
+            f"the data has {image_shape[0]} channels"
+        )
+    z = vae_encode(vae, torch.zeros(1, *image_shape, device=next(vae.parameters()).device))
+    return tuple(z.shape[1:])
+
+
+@dataclass
+class LatentDiffusion(DiffusionModel):
+    """A UNet2DModel over the latents of a frozen autoencoder loaded from `vae_path`."""
+
+    family: ClassVar[str] = "latent"
+    unet: UNet2DModel
+    scheduler: DDPMScheduler
+    vae: Autoencoder
+    vae_path: str
+
+    @classmethod
+    def build(
+        cls,
+        model_config: dict,
+        scheduler_config: dict,
+        image_shape: tuple[int, ...],
+        seed: int,
+        prompts: Sequence[str] | None = None,
+    ) -> LatentDiffusion:
+        """A fresh UNet sized to the latents of `model.vae` for images of `image_shape`."""
+        vae = load_autoencoder(model_config.get("vae"), "model.vae")
+        channels, size, _ = latent_shape_of(vae, image_shape, "model.vae")
+        unet = build_unet(model_config, sample_size=size, channels=channels, seed=seed)
+        path = str(Path(model_config["vae"]).resolve())
+        return cls(unet=unet, scheduler=build_scheduler(scheduler_config), vae=vae, vae_path=path)
+
+    def modules(self) -> list[torch.nn.Module]:
+        return [self.unet, self.vae]
+
+    def encode(self, images: torch.Tensor) -> torch.Tensor:
+        return vae_encode(self.vae, images)
+
+    def decode(self, x: torch.Tensor) -> torch.Tensor:
+        return vae_decode(self.vae, x)
+
+    def predict_noise(self, x_t: torch.Tensor, t: torch.Tensor, cond: Any = None) -> torch.Tensor:
+        return self.unet(x_t, t).sample
+
+    @property
+    def latent_shape(self) -> tuple[int, int, int]:
+        cfg = self.unet.config
+        return (cfg.in_channels, cfg.sample_size, cfg.sample_size)
+
+    def trainable_parameters(self) -> list[torch.nn.Parameter]:
+        return list(self.unet.parameters())
+
+    def copy(self) -> LatentDiffusion:
+        return LatentDiffusion(copy.deepcopy(self.unet), self.scheduler, self.vae, self.vae_path)
+
+    def prune(self, ratio: float) -> dict:
+        """Structured channel pruning of the UNet, as for the pixel family."""
+        from diffattr.pruning import prune_unet
+
+        return prune_unet(self.unet, ratio).to_dict()
+
+    def save_pretrained(self, path: str | Path) -> None:
+        """unet/, scheduler/ and family.json with the autoencoder's path (it is not copied)."""
+        save_unet(self.unet, Path(path) / "unet")
+        self.scheduler.save_pretrained(Path(path) / "scheduler")
+        self.write_family(path, vae=self.vae_path)
+
+    @classmethod
+    def from_pretrained(cls, path: str | Path) -> LatentDiffusion:
+        path = Path(path)
+        vae_path = read_family(path)["vae"]
+        return cls(
+            unet=load_unet(path / "unet"),
+            scheduler=DDPMScheduler.from_pretrained(path / "scheduler", local_files_only=True),
+            vae=load_autoencoder(vae_path, "model.vae"),
+            vae_path=vae_path,
+        )
