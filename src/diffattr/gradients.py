@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-from diffattr.models import PixelDiffusion
+from diffattr.families.base import DiffusionModel
 from diffattr.outputs import evenly_spaced_timesteps, fixed_noise, output_function
 from diffattr.projection import RandomProjector, SparseProjector, make_projection
 
@@ -39,11 +40,11 @@ class FeaturizerSpec:
         )
 
 
-def num_parameters(model: PixelDiffusion) -> int:
+def num_parameters(model: DiffusionModel) -> int:
     return sum(p.numel() for p in model.trainable_parameters())
 
 
-def make_projector(model: PixelDiffusion, spec: FeaturizerSpec) -> RandomProjector | SparseProjector:
+def make_projector(model: DiffusionModel, spec: FeaturizerSpec) -> RandomProjector | SparseProjector:
     return make_projection(num_parameters(model), spec.dim, spec.projection, spec.seed)
 
 
@@ -56,7 +57,7 @@ class TimestepAveragedGradient:
 
     def __init__(
         self,
-        model: PixelDiffusion,
+        model: DiffusionModel,
         spec: FeaturizerSpec,
         noise_seed: int = 0,
         timestep_batch: int = 256,
@@ -66,18 +67,15 @@ class TimestepAveragedGradient:
         self.params = model.trainable_parameters()
         num_train = model.scheduler.config.num_train_timesteps
         self.timesteps = torch.from_numpy(evenly_spaced_timesteps(spec.timesteps, num_train))
-        shape = (
-            model.unet.config.in_channels,
-            model.unet.config.sample_size,
-            model.unet.config.sample_size,
-        )
+        shape = model.latent_shape
         self.noise = torch.stack([fixed_noise(noise_seed, t, shape) for t in self.timesteps.tolist()])
         self.alphas_cumprod = model.scheduler.alphas_cumprod
 
-    def __call__(self, image: torch.Tensor) -> torch.Tensor:
-        """The flat gradient (P,) for one image (C, H, W) in [-1, 1]."""
+    def __call__(self, image: torch.Tensor, caption: str | None = None) -> torch.Tensor:
+        """The flat gradient (P,) for one image (C, H, W) in [-1, 1] (with its caption, if conditional)."""
         device = self.model.device
         x0 = self.model.encode(image[None].to(device))
+        cond = self.model.condition([caption or ""]) if self.model.prompts is not None else None
         if self.spec.normalize_timesteps:
             return self._unit_timestep_average(x0)
         for p in self.params:
@@ -87,7 +85,7 @@ class TimestepAveragedGradient:
             t = self.timesteps[start : start + self.timestep_batch].to(device)
             noise = self.noise[start : start + self.timestep_batch].to(device)
             x_t = self.model.add_noise(x0.expand_as(noise), noise, t)
-            value = self.fn(self.model.predict_noise(x_t, t), noise, t, self.alphas_cumprod)
+            value = self.fn(self.model.predict_noise(x_t, t, cond), noise, t, self.alphas_cumprod)
             (value.sum() / k_total).backward()
         return torch.cat([p.grad.reshape(-1) for p in self.params])
 
@@ -121,7 +119,7 @@ class TimestepAveragedGradient:
 class _Denoiser(torch.nn.Module):
     """The model's noise prediction as a module, so torch.func can swap in per-timestep weights."""
 
-    def __init__(self, model: PixelDiffusion) -> None:
+    def __init__(self, model: DiffusionModel) -> None:
         super().__init__()
         self.unet, self.model = model.unet, model
 
@@ -130,15 +128,16 @@ class _Denoiser(torch.nn.Module):
 
 
 def featurize(
-    model: PixelDiffusion,
+    model: DiffusionModel,
     images: torch.Tensor,
     spec: FeaturizerSpec,
     batch_size: int,
     noise_seed: int = 0,
     projector: RandomProjector | SparseProjector | None = None,
     stats: dict[str, float] | None = None,
+    captions: Sequence[str] | None = None,
 ) -> np.ndarray:
-    """Projected timestep-averaged gradients of every image: (N, k) float32.
+    """Projected timestep-averaged gradients of every image (given its caption): (N, k) float32.
 
     `stats`, if given, receives the seconds spent in gradients and in projection.
     """
@@ -153,7 +152,12 @@ def featurize(
     start_time = time.perf_counter()
     for start in range(0, len(images), step):
         tick = time.perf_counter()
-        rows = torch.stack([gradient(img) for img in images[start : start + step]])
+        rows = torch.stack(
+            [
+                gradient(images[i], None if captions is None else captions[i])
+                for i in range(start, min(start + step, len(images)))
+            ]
+        )
         tock = time.perf_counter()
         out[start : start + len(rows)] = projector.project(rows).numpy()
         seconds["gradient_s"] += tock - tick

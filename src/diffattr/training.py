@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -16,7 +17,7 @@ from diffusers.optimization import (
 )
 from diffusers.training_utils import EMAModel
 
-from diffattr.models import PixelDiffusion
+from diffattr.families.base import DiffusionModel, conditioner, encode_all
 
 log = logging.getLogger(__name__)
 
@@ -46,25 +47,31 @@ def checkpoint_steps(steps: int, count: int) -> list[int]:
 
 
 def train(
-    model: PixelDiffusion,
+    model: DiffusionModel,
     images: torch.Tensor,
     train_config: dict,
     seed: int,
     device: torch.device,
     checkpoint_dir: Path | None = None,
     ascent: bool = False,
+    captions: Sequence[str] | None = None,
 ) -> TrainingRecord:
-    """Train `model` in place on `images` in [-1, 1]; with EMA, the EMA weights are left in the model.
+    """Train `model`'s trainable parameters in place on `images` in [-1, 1] (conditioned on their
+    `captions`, if any); with EMA, the EMA weights are left in the model.
 
     With `ascent`, the loss is maximised instead (gradient-ascent unlearning of `images`).
     """
     torch.manual_seed(seed)
     accelerator = Accelerator(cpu=device.type == "cpu", mixed_precision="no")
     steps = total_steps(train_config, len(images))
+    model.to(accelerator.device)
+    params = model.trainable_parameters()
+    for p in params:
+        p.requires_grad_(True)
     unet = model.unet
     unet.train()
     optimizer = torch.optim.AdamW(
-        unet.parameters(),
+        params,
         lr=train_config["lr"],
         betas=tuple(train_config["betas"]),
         weight_decay=train_config["weight_decay"],
@@ -76,15 +83,13 @@ def train(
     else:
         lr_schedule = get_constant_schedule_with_warmup(optimizer, warmup)
     unet, optimizer, lr_schedule = accelerator.prepare(unet, optimizer, lr_schedule)
-    ema = (
-        EMAModel(unet.parameters(), decay=train_config["ema_max_decay"], foreach=True)
-        if train_config["ema"]
-        else None
-    )
+    model.unet = unet
+    ema = EMAModel(params, decay=train_config["ema_max_decay"], foreach=True) if train_config["ema"] else None
     if ema is not None:
         ema.to(accelerator.device)
 
-    data = images.to(accelerator.device)
+    data = encode_all(model, images.to(accelerator.device), train_config["batch_size"])
+    cond_of = conditioner(model, captions)
     generator = torch.Generator().manual_seed(seed)
     batch_size = min(train_config["batch_size"], len(data))
     num_timesteps = model.scheduler.config.num_train_timesteps
@@ -101,16 +106,17 @@ def train(
         x0 = data[idx]
         noise = torch.randn(x0.shape, generator=generator).to(x0.device)
         t = torch.randint(0, num_timesteps, (len(x0),), generator=generator).to(x0.device)
-        loss = torch.nn.functional.mse_loss(unet(model.add_noise(x0, noise, t), t).sample, noise)
+        pred = model.predict_noise(model.add_noise(x0, noise, t), t, cond_of(idx))
+        loss = torch.nn.functional.mse_loss(pred, noise)
         optimizer.zero_grad(set_to_none=True)
         accelerator.backward(-loss if ascent else loss)
         if train_config["grad_clip"]:
-            torch.nn.utils.clip_grad_norm_(unet.parameters(), train_config["grad_clip"], foreach=True)
+            torch.nn.utils.clip_grad_norm_(params, train_config["grad_clip"], foreach=True)
         lr_used = optimizer.param_groups[0]["lr"]
         optimizer.step()
         lr_schedule.step()
         if ema is not None:
-            ema.step(unet.parameters())
+            ema.step(params)
         if step % log_every == 0 or step == steps:
             record.losses.append((step, loss.item()))
             log.info(
@@ -122,24 +128,23 @@ def train(
                 time.perf_counter() - start,
             )
         if step in keep and checkpoint_dir is not None:
-            _save_checkpoint(model, unet, ema, accelerator, checkpoint_dir / f"step{step}")
+            _save_checkpoint(model, params, ema, checkpoint_dir / f"step{step}")
             record.checkpoints.append({"step": step, "lr": lr_used, "path": f"step{step}"})
     model.unet = accelerator.unwrap_model(unet)
     if ema is not None:
-        ema.copy_to(model.unet.parameters())
+        ema.copy_to(params)
     model.unet.eval()
     record.seconds = time.perf_counter() - start
     return record
 
 
 def _save_checkpoint(
-    model: PixelDiffusion, unet, ema: EMAModel | None, accelerator: Accelerator, path: Path
+    model: DiffusionModel, params: list[torch.nn.Parameter], ema: EMAModel | None, path: Path
 ) -> None:
     """Save the weights the model would have if training stopped here (EMA weights when EMA is on)."""
-    net = accelerator.unwrap_model(unet)
     if ema is not None:
-        ema.store(net.parameters())
-        ema.copy_to(net.parameters())
-    PixelDiffusion(unet=net, scheduler=model.scheduler).save_pretrained(path)
+        ema.store(params)
+        ema.copy_to(params)
+    model.save_pretrained(path)
     if ema is not None:
-        ema.restore(net.parameters())
+        ema.restore(params)
