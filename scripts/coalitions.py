@@ -1,14 +1,12 @@
 """Rule coalitions: the fit coalitions of the chosen estimator and the held-out evaluation coalitions."""
 
-import pandas as pd
-
 from diffattr.runtime import job
-from diffattr.store import write_npz
+from diffattr.store import read_table, write_npz
 from diffattr.valuation import coalition_design, sample_heldout_coalitions
 
 with job(snakemake.log[0]) as log:
     p = snakemake.params
-    n = len(pd.read_csv(snakemake.input.table))
+    n = len(read_table(snakemake.input.table, ["contributor", "name", "images"]))
     fit = coalition_design(p.estimator, n, p.num_coalitions, p.seed)
     heldout = sample_heldout_coalitions(n, p.heldout["num_coalitions"], p.heldout["alpha"], p.seed + 1)
     write_npz(snakemake.output[0], fit=fit, heldout=heldout, seed=p.seed, estimator=p.estimator)

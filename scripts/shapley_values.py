@@ -3,15 +3,14 @@
 import json
 
 import numpy as np
-import pandas as pd
 
 from diffattr.runtime import job
-from diffattr.store import read_npz, write_csv
+from diffattr.store import read_npz, read_table, write_csv
 from diffattr.valuation import estimate_values
 
 with job(snakemake.log[0]) as log:
     p, wc = snakemake.params, snakemake.wildcards
-    table = pd.read_csv(snakemake.input.table)
+    table = read_table(snakemake.input.table, ["contributor", "name", "images"])
     measured = {
         c: json.loads(open(f).read())["value"]
         for c, f in zip(p.coalitions, snakemake.input.properties, strict=True)

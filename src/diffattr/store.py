@@ -63,10 +63,16 @@ def write_arrays(
 
 
 def read_arrays(path: str | Path, names: list[str] | None = None) -> dict[str, np.ndarray]:
-    """Read named arrays (all if `names` is None) from a zarr group."""
+    """Read named arrays (all if `names` is None) from a zarr group; a damaged store is an InputError."""
     group = open_group(path)
     names = names if names is not None else sorted(group.array_keys())
-    return {name: group[name][...] for name in names}
+    arrays = {}
+    for name in names:
+        with _damaged(path, name):
+            if name not in group:
+                raise InputError(f"{path}: no array {name!r} (has {sorted(group.array_keys())})")
+            arrays[name] = group[name][...]
+    return arrays
 
 
 def read_attrs(path: str | Path) -> dict:
@@ -75,10 +81,27 @@ def read_attrs(path: str | Path) -> dict:
 
 
 def open_group(path: str | Path) -> zarr.Group:
-    """Open a zarr group read-only, with a clear error if it is missing."""
+    """Open a zarr group read-only, with a clear error if it is missing or damaged."""
     if not Path(path).exists():
         raise InputError(f"missing array store: {path}")
-    return zarr.open_group(str(path), mode="r")
+    with _damaged(path):
+        return zarr.open_group(str(path), mode="r")
+
+
+@contextlib.contextmanager
+def _damaged(path: str | Path, part: str = "") -> Iterator[None]:
+    """Turn any failure to read a stored file (truncated, corrupt, not ours) into a one-line InputError."""
+    try:
+        yield
+    except InputError:
+        raise
+    except Exception as exc:  # zarr, numcodecs, zipfile and numpy raise many kinds for damaged files
+        detail = " ".join(str(exc).split())[:200]
+        where = f"{path} ({part})" if part else str(path)
+        raise InputError(
+            f"{where}: damaged or not written by diffattr ({type(exc).__name__}: {detail}); "
+            "delete it and rerun to rebuild"
+        ) from exc
 
 
 def write_npz(path: str | Path, **arrays: Any) -> None:
@@ -88,12 +111,23 @@ def write_npz(path: str | Path, **arrays: Any) -> None:
             np.savez(fh, **arrays)
 
 
-def read_npz(path: str | Path) -> dict[str, np.ndarray]:
-    """Load every array of an .npz file."""
+class StoredArrays(dict):
+    """Arrays read from one file; asking for one it lacks is an InputError naming the file."""
+
+    def __init__(self, path: str | Path, arrays: dict[str, np.ndarray]):
+        super().__init__(arrays)
+        self.path = path
+
+    def __missing__(self, key: str) -> np.ndarray:
+        raise InputError(f"{self.path}: no array {key!r} in this file (has {sorted(self)})")
+
+
+def read_npz(path: str | Path) -> StoredArrays:
+    """Load every array of an .npz file; a truncated or foreign file is an InputError naming it."""
     if not Path(path).exists():
         raise InputError(f"missing file: {path}")
-    with np.load(path) as data:
-        return {k: data[k] for k in data.files}
+    with _damaged(path), np.load(path, allow_pickle=False) as data:
+        return StoredArrays(path, {k: data[k] for k in data.files})
 
 
 def write_json(path: str | Path, obj: Any) -> None:
@@ -118,3 +152,18 @@ def write_csv(path: str | Path, frame) -> None:
     """Write a pandas DataFrame as CSV atomically."""
     with atomic_path(path) as tmp:
         frame.to_csv(tmp, index=False)
+
+
+def read_table(path: str | Path, columns: list[str]):
+    """A CSV as a pandas DataFrame that must have `columns`; a missing file, column or parse error is an
+    InputError naming the file."""
+    import pandas as pd
+
+    if not Path(path).is_file():
+        raise InputError(f"missing file: {path}")
+    with _damaged(path):
+        frame = pd.read_csv(path)
+    missing = [c for c in columns if c not in frame.columns]
+    if missing:
+        raise InputError(f"{path}: no column(s) {missing} (has {list(frame.columns)})")
+    return frame
