@@ -6,6 +6,7 @@ import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -77,7 +78,7 @@ class TimestepAveragedGradient:
         x0 = self.model.encode(image[None].to(device))
         cond = self.model.condition([caption or ""]) if self.model.prompts is not None else None
         if self.spec.normalize_timesteps:
-            return self._unit_timestep_average(x0)
+            return self._unit_timestep_average(x0, cond)
         for p in self.params:
             p.grad = None
         k_total = len(self.timesteps)
@@ -89,7 +90,7 @@ class TimestepAveragedGradient:
             (value.sum() / k_total).backward()
         return torch.cat([p.grad.reshape(-1) for p in self.params])
 
-    def _unit_timestep_average(self, x0: torch.Tensor) -> torch.Tensor:
+    def _unit_timestep_average(self, x0: torch.Tensor, cond: Any = None) -> torch.Tensor:
         """(1/K) sum_k g_k / ||g_k||: each timestep's gradient scaled to unit L2 norm (DAS, ReTrac).
 
         Per-timestep gradients come from vmap(grad) over chunks of timesteps, each chunk holding at
@@ -102,7 +103,7 @@ class TimestepAveragedGradient:
 
         def value(w: dict, noise: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
             x_t = self.model.add_noise(x0, noise[None], t[None])
-            pred = torch.func.functional_call(denoiser, w, (x_t, t[None]))
+            pred = torch.func.functional_call(denoiser, w, (x_t, t[None], cond))
             return self.fn(pred, noise[None], t[None], self.alphas_cumprod)[0]
 
         per_timestep = torch.func.vmap(torch.func.grad(value), in_dims=(None, 0, 0))
@@ -123,8 +124,8 @@ class _Denoiser(torch.nn.Module):
         super().__init__()
         self.unet, self.model = model.unet, model
 
-    def forward(self, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        return self.model.predict_noise(x_t, t)
+    def forward(self, x_t: torch.Tensor, t: torch.Tensor, cond: Any = None) -> torch.Tensor:
+        return self.model.predict_noise(x_t, t, cond)
 
 
 def featurize(

@@ -1,0 +1,193 @@
+"""The latent and LoRA model families: encoding, training only what should train, per-sample LoRA
+gradients against a plain loop, rank pruning, diffusers-format save/load, prompts; tiny local models."""
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from diffusers.models.autoencoders.autoencoder_kl import AutoencoderKL
+
+from diffattr.data import fill_captions
+from diffattr.errors import InputError
+from diffattr.families import build_model, load_model
+from diffattr.families.lora import load_snapshot, lora_layers
+from diffattr.gradients import FeaturizerSpec, TimestepAveragedGradient, featurize
+from diffattr.outputs import OUTPUT_FUNCTIONS, evenly_spaced_timesteps, fixed_noise, measure_loss
+from diffattr.sampling import ddim_sample, sample_prompts
+from diffattr.training import train
+from tests.conftest import TINY_MODEL
+from tests.test_models import TRAIN
+from tests.tiny_sd import LORA, tiny_autoencoder, tiny_stable_diffusion
+
+SCHEDULER = {"num_train_timesteps": 1000, "beta_schedule": "linear"}
+PROMPTS = ["a cubism painting by ana", "a baroque painting by bo"]
+
+
+@pytest.fixture(scope="module")
+def snapshot(tmp_path_factory):
+    return tiny_stable_diffusion(tmp_path_factory.mktemp("sd"))
+
+
+@pytest.fixture
+def lora_model(snapshot):
+    model = build_model(
+        {"family": "lora", "pretrained": str(snapshot), "lora": LORA}, SCHEDULER, (3, 8, 8), 0, PROMPTS
+    )
+    with torch.no_grad():  # adapters away from their B = 0 start, so that every path is exercised
+        for p in model.trainable_parameters():
+            p.normal_(0, 0.2, generator=torch.Generator().manual_seed(p.numel()))
+    return model
+
+
+@pytest.fixture
+def rgb_images():
+    return torch.rand(4, 3, 8, 8, generator=torch.Generator().manual_seed(2)) * 2 - 1
+
+
+def test_latent_family_diffuses_scaled_autoencoder_latents_and_round_trips(tmp_path):
+    vae_path = tiny_autoencoder(tmp_path / "vae", channels=1)
+    model = build_model({**TINY_MODEL, "family": "latent", "vae": str(vae_path)}, SCHEDULER, (1, 8, 8), 0)
+    images = torch.rand(6, 1, 8, 8, generator=torch.Generator().manual_seed(1)) * 2 - 1
+    vae = AutoencoderKL.from_pretrained(vae_path)
+    expected = vae.encode(images).latent_dist.mode() * vae.config.scaling_factor
+    torch.testing.assert_close(model.encode(images), expected)
+    assert model.latent_shape == (4, 4, 4) and model.unet.config.in_channels == 4
+    before = [p.detach().clone() for p in model.vae.parameters()]
+    train(model, images, {**TRAIN, "steps": 4, "checkpoints": 1}, seed=0, device=torch.device("cpu"))
+    assert all(torch.equal(a, b) for a, b in zip(before, model.vae.parameters(), strict=True))
+    model.save_pretrained(tmp_path / "model")
+    again = load_model(tmp_path / "model")
+    timesteps = evenly_spaced_timesteps(3, 1000)
+    np.testing.assert_allclose(
+        measure_loss(model, images, timesteps, [0], 4), measure_loss(again, images, timesteps, [0], 4)
+    )
+    samples = ddim_sample(again, np.array([5, 6, 5]), num_inference_steps=3, eta=0.0, batch_size=2)
+    assert samples.shape == (3, 1, 8, 8) and samples.dtype == np.uint8
+    np.testing.assert_array_equal(samples[0], samples[2])
+
+
+def test_missing_weights_are_one_line_errors_naming_the_key(tmp_path):
+    with pytest.raises(InputError, match="config key 'model.vae'"):
+        build_model({**TINY_MODEL, "family": "latent", "vae": str(tmp_path / "none")}, SCHEDULER, (1, 8, 8))
+    with pytest.raises(InputError, match="config key 'model.pretrained'"):
+        build_model({"family": "lora", "pretrained": str(tmp_path), "lora": LORA}, SCHEDULER, (3, 8, 8))
+    with pytest.raises(InputError, match="config key 'model.family'"):
+        build_model({"family": "gan"}, SCHEDULER, (3, 8, 8))
+
+
+def test_lora_training_changes_only_the_adapters(lora_model, rgb_images):
+    before = {
+        f"{i}.{n}": p.detach().clone()
+        for i, m in enumerate(lora_model.modules())
+        for n, p in m.named_parameters()
+    }
+    captions = np.array([PROMPTS[i % 2] for i in range(len(rgb_images))], dtype=object)
+    train(
+        lora_model,
+        rgb_images,
+        {**TRAIN, "steps": 3, "ema": False},
+        seed=0,
+        device=torch.device("cpu"),
+        captions=captions,
+    )
+    after = {f"{i}.{n}": p for i, m in enumerate(lora_model.modules()) for n, p in m.named_parameters()}
+    changed = {n for n in before if not torch.equal(before[n], after[n])}
+    adapters = {n for n in before if ".lora_" in n}
+    assert adapters and changed == adapters
+
+
+def plain_loop_lora_gradient(model, image, caption, spec):
+    """One forward/backward per timestep through the conditional UNet, averaged over timesteps."""
+    params = model.trainable_parameters()
+    x0 = model.encode(image[None])
+    cond = model.condition([caption])
+    total = [torch.zeros_like(p) for p in params]
+    for t in evenly_spaced_timesteps(spec.timesteps, 1000):
+        noise = fixed_noise(0, t, model.latent_shape)[None]
+        tt = torch.tensor([int(t)])
+        pred = model.unet(model.scheduler.add_noise(x0, noise, tt), tt, encoder_hidden_states=cond).sample
+        value = OUTPUT_FUNCTIONS[spec.output](pred, noise, tt, model.scheduler.alphas_cumprod)[0]
+        grads = torch.autograd.grad(value, params)
+        total = [a + g / spec.timesteps for a, g in zip(total, grads, strict=True)]
+    return torch.cat([g.reshape(-1) for g in total])
+
+
+@pytest.mark.parametrize("output", ["loss", "squared_norm"])
+def test_per_sample_lora_gradients_equal_a_plain_loop(lora_model, rgb_images, output):
+    spec = FeaturizerSpec(output, timesteps=5, dim=8, projection="gaussian", seed=0)
+    gradient = TimestepAveragedGradient(lora_model, spec, timestep_batch=2)
+    lora_count = sum(p.numel() for p in lora_model.trainable_parameters())
+    assert lora_count < sum(p.numel() for p in lora_model.unet.parameters()) / 5
+    for image, caption in zip(rgb_images[:2], PROMPTS, strict=True):
+        fast = gradient(image, caption)
+        assert fast.shape == (lora_count,)
+        torch.testing.assert_close(
+            fast, plain_loop_lora_gradient(lora_model, image, caption, spec), rtol=1e-4, atol=1e-6
+        )
+    features = featurize(lora_model, rgb_images[:2], spec, batch_size=2, captions=PROMPTS)
+    assert features.shape == (2, 8) and np.isfinite(features).all()
+
+
+def test_lora_rank_pruning_keeps_the_largest_pairs(lora_model, rgb_images):
+    x = lora_model.encode(rgb_images)
+    t = torch.tensor([10, 200, 500, 900])
+    cond = lora_model.condition([PROMPTS[0]] * 4)
+    with torch.no_grad():  # the expected model: the same adapters with the weakest half of the pairs zeroed
+        reference = lora_model.copy()
+        for layer in lora_layers(reference.unet).values():
+            a, b = layer.lora_A["default"].weight, layer.lora_B["default"].weight
+            weakest = (a.norm(dim=1) * b.norm(dim=0)).argsort()[:2]
+            a[weakest] = 0
+        expected = reference.predict_noise(x, t, cond)
+    record = lora_model.prune(0.5)
+    assert record["rank_before"] == 4 and record["rank_after"] == 2 and record["removed_fraction"] == 0.5
+    assert record["parameters_after"] == record["parameters_before"] // 2
+    with torch.no_grad():
+        torch.testing.assert_close(lora_model.predict_noise(x, t, cond), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_lora_saves_in_the_diffusers_layout_a_pipeline_loads(lora_model, snapshot, rgb_images, tmp_path):
+    from diffusers import StableDiffusionPipeline
+
+    lora_model.prune(0.5)  # a rank the snapshot's config does not know: it must travel with the file
+    lora_model.save_pretrained(tmp_path / "lora")
+    again = load_model(tmp_path / "lora")
+    parts = load_snapshot(snapshot)  # a fresh, adapter-free copy of the snapshot's components
+    pipe = StableDiffusionPipeline(
+        parts.vae,
+        parts.text_encoder,
+        parts.tokenizer,
+        parts.unet,
+        parts.scheduler,
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
+    pipe.load_lora_weights(tmp_path / "lora")
+    x, t = lora_model.encode(rgb_images), torch.tensor([10, 200, 500, 900])
+    cond = lora_model.condition(PROMPTS * 2)
+    with torch.no_grad():
+        ours = lora_model.predict_noise(x, t, cond)
+        torch.testing.assert_close(again.predict_noise(x, t, cond), ours)
+        torch.testing.assert_close(
+            pipe.unet(x, t, encoder_hidden_states=cond).sample, ours, rtol=1e-5, atol=1e-6
+        )
+    assert again.prompts == PROMPTS
+
+
+def test_generation_cycles_through_the_prompts_with_a_seed_per_image(lora_model):
+    assert list(sample_prompts(lora_model, 3)) == [PROMPTS[0], PROMPTS[1], PROMPTS[0]]
+    together = ddim_sample(lora_model, np.array([7, 8, 7]), num_inference_steps=3, eta=0.0, batch_size=3)
+    alone = ddim_sample(lora_model, np.array([7]), num_inference_steps=3, eta=0.0, batch_size=1)
+    assert together.shape == (3, 3, 8, 8)
+    np.testing.assert_array_equal(together[0], together[2])
+    np.testing.assert_array_equal(together[0], alone[0])
+
+
+def test_caption_template_fills_metadata_columns_and_names_the_key():
+    table = pd.DataFrame(
+        {"file": ["a.png", "b.png"], "artist": ["ana", "bo"], "style": ["cubism", "baroque"]}
+    )
+    assert list(fill_captions("a {style} painting by {artist}", table)) == PROMPTS
+    with pytest.raises(InputError, match="config key 'data.image_folder.caption'"):
+        fill_captions("a painting by {painter}", table)
