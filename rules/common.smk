@@ -210,7 +210,9 @@ def retrained_property_paths(coalitions):
 
 
 def coalition_train_config(how):
-    """The optimisation schedule of one way: training from scratch, or fine-tuning / ascent steps and lr."""
+    """The optimisation schedule of one way: training from scratch, or fine-tuning / ascent steps and lr
+    at a constant learning rate (Lu et al.'s code: Adam, constant schedule, no warm-up).
+    """
     if how == "retrain":
         return SHAPLEY_TRAIN
     tuned = (
@@ -259,7 +261,7 @@ def property_inputs(wildcards):
         ),
         **feature_inputs(),
     }
-    if SHAPLEY["property"]["name"] in ("fid", "kid"):
+    if SHAPLEY["property"]["name"] in ("fid", "kid", "precision"):
         inputs["reference"] = sout("properties/reference_features.npz")
     return inputs
 
@@ -301,6 +303,7 @@ def check_before_jobs():
 onstart:
     check_before_jobs()
     sizes = gradient_store_bytes()
+        "lr_schedule": "constant",
     print(
         f"diffattr: gradient stores under {OUT}/grads: "
         + ", ".join(

@@ -5,6 +5,7 @@
 rule contributors:
     output:
         train=directory(sout("data/train.zarr")),
+        reference=directory(sout("data/reference.zarr")),
         table=sout("data/contributors.csv"),
     log:
         log_path("contributors"),
@@ -47,7 +48,7 @@ rule coalitions:
 
 rule train_classifier:
     input:
-        train=sout("data/train.zarr"),
+        train=sout("data/reference.zarr"),
     output:
         directory(sout("models/classifier")),
     log:
@@ -70,7 +71,7 @@ rule train_classifier:
 rule reference_features:
     input:
         unpack(lambda wc: feature_inputs()),
-        train=sout("data/train.zarr"),
+        train=sout("data/reference.zarr"),
     output:
         sout("properties/reference_features.npz"),
     log:
@@ -159,6 +160,7 @@ rule shapley_metrics:
         agreement=sout("metrics/agreement.csv"),
         cost=sout("metrics/cost.csv"),
         counterfactual=sout("metrics/counterfactual.csv"),
+        planted=sout("metrics/planted.csv"),
     log:
         log_path("shapley_metrics"),
     benchmark:

@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 
 from diffattr.metrics import correlation_ci, shapley_lds
+from diffattr.planted import planted_table
 from diffattr.runtime import job
 from diffattr.store import read_npz, write_csv
 from diffattr.unlearning import coalition_costs
@@ -93,4 +94,5 @@ with job(snakemake.log[0]) as log:
             }
         )
     write_csv(snakemake.output.counterfactual, pd.DataFrame(rows))
+    write_csv(snakemake.output.planted, planted_table(values))
     log.info("Shapley LDS:\n%s", pd.read_csv(snakemake.output.lds).to_string())

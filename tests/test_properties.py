@@ -124,3 +124,20 @@ def test_aesthetic_head_on_a_small_local_open_clip_model(tmp_path):
     assert measured["aesthetic"] == pytest.approx(np.quantile(scores, 0.9))
     with pytest.raises(InputError, match="clip.weights"):
         AestheticScorer("tiny-test-clip", tmp_path / "missing.pt", tmp_path / "head.pt")
+
+
+def test_precision_counts_images_within_a_reference_points_knn_radius():
+    from diffattr.properties import precision
+
+    # reference on a line at 0, 1, 2, 3, 10: 3rd-neighbour radii 3, 2, 2, 3, 9 (distances to the others)
+    ref = np.array([[0.0], [1.0], [2.0], [3.0], [10.0]])
+    radii = [3.0, 2.0, 2.0, 3.0, 9.0]
+    gen = np.array([[-2.9], [5.9], [18.5], [30.0]])
+    by_hand = np.mean(
+        [any(abs(g - r) <= rad for r, rad in zip(ref[:, 0], radii, strict=True)) for g in gen[:, 0]]
+    )
+    assert precision(gen, ref, k=3) == pytest.approx(by_hand) == 0.75
+    with pytest.raises(InputError, match="reference features"):
+        measure_property(
+            "precision", torch.zeros(2, 1, 4, 4), lambda x: (np.ones((2, 2)) / 2, np.zeros((2, 3)))
+        )

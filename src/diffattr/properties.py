@@ -3,7 +3,8 @@
 inception_score  exp(E_x KL(p(y|x) || p(y))) with a classifier's label probabilities
 entropy          entropy (bits) of the proportions of predicted labels: class / cluster diversity
 fid, kid         Frechet / kernel inception distance to the training images, via clean-fid's functions,
-                 on a feature extractor's features (lower is better)
+                 on a feature extractor's features (lower is better); reference = the clean training images
+precision        share of images on the reference feature manifold (k-NN radii): quality without diversity
 aesthetic        a quantile of a linear head on normalised CLIP image embeddings (open_clip)
 The feature extractor is a small classifier trained on the data (`classifier`, for the demo) or the
 Inception network of clean-fid / StyleGAN from a local torchscript file (`inception`).
@@ -21,8 +22,9 @@ from torch import nn
 from diffattr.errors import InputError
 from diffattr.store import atomic_path
 
-PROPERTIES = ("inception_score", "entropy", "fid", "kid", "aesthetic")
+PROPERTIES = ("inception_score", "entropy", "fid", "kid", "precision", "aesthetic")
 LOWER_IS_BETTER = ("fid", "kid")
+NEEDS_REFERENCE = ("fid", "kid", "precision")
 INCEPTION_FILE = "inception-2015-12-05.pt"
 BATCH = 128
 
@@ -80,7 +82,13 @@ class ImageClassifier(nn.Module):
 
 
 def train_classifier(
-    images: torch.Tensor, labels: np.ndarray, steps: int, lr: float, batch_size: int, width: int, seed: int
+    images: torch.Tensor,
+    labels: np.ndarray,
+    steps: int,
+    lr: float,
+    batch_size: int,
+    width: int,
+    seed: int,
 ) -> ImageClassifier:
     """Fit an ImageClassifier (AdamW, cross-entropy) on images in [-1, 1] with labels 0..C-1."""
     torch.manual_seed(seed)
@@ -194,6 +202,17 @@ def kernel_distance(
         np.random.set_state(state)
 
 
+def precision(features: np.ndarray, reference_features: np.ndarray, k: int = 3) -> float:
+    """Improved precision (Kynkaanniemi et al., NeurIPS 2019): the share of generated images whose feature
+    lies within the k-th-nearest-neighbour radius of some reference feature. It falls with every image
+    off the data manifold (noise, garbage) and, unlike IS or FID, does not reward diversity."""
+    ref = torch.as_tensor(reference_features, dtype=torch.float64)
+    gen = torch.as_tensor(features, dtype=torch.float64)
+    radii = torch.cdist(ref, ref).kthvalue(k + 1, dim=1).values  # the 0th neighbour is the point itself
+    inside = (torch.cdist(gen, ref) <= radii[None, :]).any(1)
+    return float(inside.double().mean())
+
+
 class AestheticScorer:
     """A linear head (weight, bias) on L2-normalised open_clip image embeddings, as the LAION aesthetic model.
 
@@ -241,7 +260,7 @@ def measure_property(
     seed: int = 0,
 ) -> dict[str, float]:
     """The named property of generated images in [-1, 1]; IS and entropy come along (same forward pass),
-    FID and KID whenever the property is one of them."""
+    FID and KID whenever the property is one of them, precision when it is the property."""
     if name not in PROPERTIES:
         raise InputError(
             f"config key 'shapley.property.name': unknown property {name!r} (known: {list(PROPERTIES)})"
@@ -255,9 +274,11 @@ def measure_property(
     probs, features = extractor(images)
     out["inception_score"] = inception_score(probs)
     out["entropy"] = label_entropy(probs)
+    if name in NEEDS_REFERENCE and reference_features is None:
+        raise InputError(f"property {name!r} needs reference features of the training images")
     if name in LOWER_IS_BETTER:
-        if reference_features is None:
-            raise InputError(f"property {name!r} needs reference features of the training images")
         out["fid"] = frechet_distance(features, reference_features)
         out["kid"] = kernel_distance(features, reference_features, seed=seed)
+    if name == "precision":
+        out["precision"] = precision(features, reference_features)
     return out

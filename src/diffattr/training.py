@@ -104,6 +104,9 @@ def train(
         idx = order[cursor : cursor + batch_size]
         cursor += batch_size
         x0 = data[idx]
+        if train_config.get("random_flip"):
+            flip = (torch.rand(len(x0), generator=generator) < 0.5).to(x0.device)
+            x0 = torch.where(flip[:, None, None, None], x0.flip(-1), x0)
         noise = torch.randn(x0.shape, generator=generator).to(x0.device)
         t = torch.randint(0, num_timesteps, (len(x0),), generator=generator).to(x0.device)
         pred = model.predict_noise(model.add_noise(x0, noise, t), t, cond_of(idx))
