@@ -25,8 +25,9 @@ demo: $(STAMP)
 test: $(STAMP) system-deps
 	$(BIN)/python -m pytest -q
 
-# SLURM + munge for tests/test_slurm.py, which brings up a throwaway cluster (needs root); installed
-# with apt only when missing and root, otherwise (or if apt fails) those tests are skipped.
+# SLURM + munge for tests/test_slurm.py, which brings up a throwaway cluster (needs root), and chromium for
+# tests/test_report.py; installed with apt only when missing and root, otherwise (or if apt fails) those
+# tests are skipped.
 SLURM_BINS := slurmctld slurmd slurmstepd sbatch srun squeue sinfo scontrol scancel munged munge
 system-deps:
 	@export PATH="$$PATH:/usr/local/sbin:/usr/sbin:/sbin"; missing=""; \
@@ -35,6 +36,11 @@ system-deps:
 	if [ "$$(id -u)" != 0 ]; then echo "warning: no$$missing and not root: the SLURM tests will be skipped"; exit 0; fi; \
 	{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends slurm-wlm munge; } \
 		|| echo "warning: could not install slurm-wlm and munge with apt-get: the SLURM tests will be skipped"
+	@# Debian's chromium for tests/test_report.py (the report in a headless browser), the same way.
+	@if command -v chromium >/dev/null 2>&1; then exit 0; fi; \
+	if [ "$$(id -u)" != 0 ]; then echo "warning: no chromium and not root: the report's browser test will be skipped"; exit 0; fi; \
+	{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium fonts-dejavu-core; } \
+		|| echo "warning: could not install chromium with apt-get: the report's browser test will be skipped"
 
 bench: $(STAMP)
 	$(BIN)/pip install --quiet -e ".[dev,bench]"

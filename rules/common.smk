@@ -1,5 +1,6 @@
 # Paths, wildcard constraints, resources and targets shared by every rule.
 import math
+import os
 import re
 import sys
 
@@ -124,13 +125,11 @@ def score_paths():
 def final_targets():
     targets = []
     if config["lds"]["enabled"]:
-        targets += [
-            out("metrics/lds.csv"),
-            out("metrics/dominating_norm.csv"),
-            out("report/index.html"),
-        ]
+        targets += [out("metrics/lds.csv"), out("metrics/dominating_norm.csv")]
     if SHAPLEY["enabled"]:
-        targets += [sout("metrics/shapley_lds.csv"), sout("report/index.html")]
+        targets += [sout("metrics/shapley_lds.csv")]
+    if config["lds"]["enabled"] or SHAPLEY["enabled"]:
+        targets += [out("report/index.html")]
     return targets
 
 
@@ -312,3 +311,78 @@ onstart:
         + f" (total {sum(sizes.values()) / 2**30:.2f} GiB)",
         file=sys.stderr,
     )
+
+
+# The one report (rules/report.smk, src/diffattr/report.py): a section shows when its inputs are here.
+def report_inputs():
+    """Named inputs of the report: the results of every enabled branch."""
+    inputs = {}
+    if config["lds"]["enabled"]:
+        inputs.update(
+            lds=out("metrics/lds.csv"),
+            gen_scores=[
+                out(f"scores/{method}/gen.zarr") for method in config["methods"]
+            ],
+            samples=out("samples/full.zarr"),
+            train=out("data/train.zarr"),
+            subsets=out("subsets/lds.npz"),
+        )
+    if SHAPLEY["enabled"]:
+        inputs.update(
+            values=expand(
+                sout("values/{estimator}-{how}.csv"), estimator=ESTIMATORS, how=HOWS
+            ),
+            shapley_lds=sout("metrics/shapley_lds.csv"),
+            agreement=sout("metrics/agreement.csv"),
+            cost=sout("metrics/cost.csv"),
+            contributor_counterfactual=sout("metrics/counterfactual.csv"),
+            planted=sout("metrics/planted.csv"),
+        )
+        if "sparse_ft" in HOWS:
+            inputs["pruned"] = BASE_MODELS["sparse_ft"]
+    return inputs
+
+
+# Figures the report draws itself -> the input they need; each has a caption workflow/report/{name}.rst.
+REPORT_FIGURES = {
+    "lds": "lds",
+    "top_attributions": "gen_scores",
+    "values": "values",
+    "shapley_lds": "shapley_lds",
+    "contributor_counterfactual": "contributor_counterfactual",
+}
+
+
+def report_figures():
+    """The report's figures of this config, marked for `snakemake --report` with their captions."""
+    from snakemake.io import report as mark_for_report
+
+    inputs = report_inputs()
+    return [
+        mark_for_report(
+            out(f"report/figures/{name}.png"),
+            caption=f"../workflow/report/{name}.rst",
+            category="Figures",
+            labels={"figure": name},
+        )
+        for name, needs in REPORT_FIGURES.items()
+        if needs in inputs
+    ]
+
+
+CONTRIBUTOR_RULE_FILES = ("unlearn.smk", "shapley.smk")
+
+
+def rule_branches():
+    """The branch of each stage of the report's timings (a rule's benchmark folder), by the file that
+    defines the rule; the report itself has none."""
+    branches = {}
+    for r in workflow.rules:
+        if r.name in ("report", "all"):
+            continue
+        stage = r.name
+        if r.benchmark:
+            stage = os.path.basename(os.path.dirname(str(r.benchmark)))
+        contributor = os.path.basename(r.snakefile) in CONTRIBUTOR_RULE_FILES
+        branches[stage] = "contributor branch" if contributor else "LDS branch"
+    return branches

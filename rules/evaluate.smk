@@ -32,7 +32,12 @@ rule lds:
         subsets=out("subsets/lds.npz"),
         outputs=lds_output_paths(),
     output:
-        summary=out("metrics/lds.csv"),
+        summary=report(
+            out("metrics/lds.csv"),
+            caption="../workflow/report/lds_table.rst",
+            category="Tables",
+            labels={"table": "LDS"},
+        ),
         per_target=out("metrics/lds_per_target.csv"),
     log:
         log_path("lds"),

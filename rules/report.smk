@@ -1,19 +1,16 @@
-# Report: what a person reads first.
+# Report: one page per experiment with the results of every enabled branch (src/diffattr/report.py).
 
 
 rule report:
     input:
-        lds=out("metrics/lds.csv"),
-        gen_scores=[out(f"scores/{method}/gen.zarr") for method in config["methods"]],
-        samples=out("samples/full.zarr"),
-        train=out("data/train.zarr"),
-        subsets=out("subsets/lds.npz"),
+        unpack(lambda wc: report_inputs()),
     output:
         html=out("report/index.html"),
-        figure=out("report/figures/lds.png"),
-        examples=out("report/figures/top_attributions.png"),
+        figures=report_figures(),
     log:
         log_path("report"),
+    benchmark:
+        bench_path("report")
     conda:
         "../envs/diffattr.yaml"
     resources:
@@ -22,7 +19,12 @@ rule report:
     params:
         methods=list(config["methods"]),
         examples=4,
+        level=config["evaluate"]["ci"],
+        estimator=SHAPLEY["estimator"],
+        prop=SHAPLEY["property"]["name"],
         benchmarks=out("benchmarks"),
+        branches=lambda wc: rule_branches(),
+        source=workflow.basedir,
         config=config,
     script:
         "../scripts/report.py"

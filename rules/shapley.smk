@@ -1,5 +1,6 @@
 # Contributor valuation: contributors, coalitions, the property of every coalition model, Shapley
-# values per way, their evaluation (Shapley LDS, agreement with retraining, counterfactuals) and report.
+# values per way, their evaluation (Shapley LDS, agreement with retraining, counterfactuals);
+# rules/report.smk puts them in the experiment's report.
 
 
 rule contributors:
@@ -121,7 +122,12 @@ rule shapley_values:
         coalitions=sout("subsets/coalitions.npz"),
         properties=lambda wc: fit_property_paths(wc.how),
     output:
-        sout("values/{estimator}-{how}.csv"),
+        report(
+            sout("values/{estimator}-{how}.csv"),
+            caption="../workflow/report/values_table.rst",
+            category="Tables",
+            labels={"table": "values {estimator}-{how}"},
+        ),
     log:
         log_path("shapley_values", "{estimator}-{how}"),
     benchmark:
@@ -156,10 +162,30 @@ rule shapley_metrics:
         full=FULL_MODEL,
         pruned=BASE_MODELS["sparse_ft"] if "sparse_ft" in HOWS else [],
     output:
-        lds=sout("metrics/shapley_lds.csv"),
-        agreement=sout("metrics/agreement.csv"),
-        cost=sout("metrics/cost.csv"),
-        counterfactual=sout("metrics/counterfactual.csv"),
+        lds=report(
+            sout("metrics/shapley_lds.csv"),
+            caption="../workflow/report/shapley_lds_table.rst",
+            category="Tables",
+            labels={"table": "Shapley LDS"},
+        ),
+        agreement=report(
+            sout("metrics/agreement.csv"),
+            caption="../workflow/report/agreement_table.rst",
+            category="Tables",
+            labels={"table": "agreement"},
+        ),
+        cost=report(
+            sout("metrics/cost.csv"),
+            caption="../workflow/report/cost_table.rst",
+            category="Tables",
+            labels={"table": "cost"},
+        ),
+        counterfactual=report(
+            sout("metrics/counterfactual.csv"),
+            caption="../workflow/report/contributor_counterfactual_table.rst",
+            category="Tables",
+            labels={"table": "contributor counterfactual"},
+        ),
         planted=sout("metrics/planted.csv"),
     log:
         log_path("shapley_metrics"),
@@ -182,32 +208,3 @@ rule shapley_metrics:
     script:
         "../scripts/shapley_metrics.py"
 
-
-rule shapley_report:
-    input:
-        lds=sout("metrics/shapley_lds.csv"),
-        agreement=sout("metrics/agreement.csv"),
-        cost=sout("metrics/cost.csv"),
-        counterfactual=sout("metrics/counterfactual.csv"),
-        values=expand(
-            sout("values/{estimator}-{how}.csv"), estimator=ESTIMATORS, how=HOWS
-        ),
-        pruned=BASE_MODELS["sparse_ft"] if "sparse_ft" in HOWS else [],
-    output:
-        html=sout("report/index.html"),
-        values=sout("report/figures/values.png"),
-        lds=sout("report/figures/shapley_lds.png"),
-    log:
-        log_path("shapley_report"),
-    conda:
-        "../envs/diffattr.yaml"
-    resources:
-        mem_mb=config["resources"]["cpu_mem_mb"],
-        runtime=config["resources"]["runtime"],
-    params:
-        estimator=SHAPLEY["estimator"],
-        prop=SHAPLEY["property"]["name"],
-        level=config["evaluate"]["ci"],
-        config=config,
-    script:
-        "../scripts/shapley_report.py"

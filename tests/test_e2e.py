@@ -29,5 +29,6 @@ def test_embedded_default_end_to_end(tmp_path):
     assert cost.loc["sparse_ft", "speedup_per_model"] > 2, cost
     lds_shapley = pd.read_csv(shapley / "metrics" / "shapley_lds.csv").set_index(["estimator", "how"])
     assert lds_shapley.loc[("kernelshap", "sparse_ft"), "lds"] > 0, lds_shapley
-    assert (shapley / "report" / "figures" / "values.png").stat().st_size > 10_000
+    assert (out / "report" / "figures" / "values.png").stat().st_size > 10_000
+    assert "Contributor values" in (out / "report" / "index.html").read_text()
     assert planned_jobs(workdir) == {}

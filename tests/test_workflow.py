@@ -96,9 +96,19 @@ def test_tiny_run_writes_every_declared_output(tiny_run):
         "n_subsets",
     } <= set(lds)
     assert (lds["n_subsets"] == 4).all()
-    assert (out / "report" / "index.html").is_file() and (out / "report" / "figures" / "lds.png").is_file()
+    figures = {p.name for p in (out / "report" / "figures").iterdir()}
+    assert (out / "report" / "index.html").is_file() and {"lds.png", "top_attributions.png"} <= figures
     assert not list(out.rglob(".*.tmp-*")), "a temporary output was left behind"
     assert planned_jobs(tiny_run) == {}
+
+
+@pytest.mark.slow
+def test_snakemakes_own_report_of_a_finished_run(tiny_run, tmp_path):
+    snakemake(tiny_run, "--report", str(tmp_path / "report.html"))
+    text = (tmp_path / "report.html").read_text()
+    assert "top_attributions.png" in text and "lds.csv" in text
+
+
 
 
 @pytest.mark.slow
@@ -152,7 +162,10 @@ def test_tiny_shapley_run_writes_values_metrics_and_report(tiny_shapley_run):
     assert cost.loc["retrain", "steps"] == 20 and cost.loc["sparse_ft", "steps"] == 5
     assert len(pd.read_csv(out / "metrics" / "counterfactual.csv")) == 4
     assert len(pd.read_csv(out / "metrics" / "agreement.csv")) == 2 * 2  # pearson + spearman per estimator
-    assert (out / "report" / "index.html").is_file() and (out / "report" / "figures" / "values.png").is_file()
+    report = tiny_shapley_run / "results" / "tiny-shapley" / "report"
+    figures = {p.name for p in (report / "figures").iterdir()}
+    assert {"values.png", "shapley_lds.png", "contributor_counterfactual.png"} <= figures
+    assert "Contributor values" in (report / "index.html").read_text()
     assert planned_jobs(tiny_shapley_run) == {}
 
 
