@@ -8,7 +8,9 @@ with job(snakemake.log[0]) as log:
     p = snakemake.params
     n = len(read_table(snakemake.input.table, ["contributor", "name", "images"]))
     fit = coalition_design(p.estimator, n, p.num_coalitions, p.seed)
-    heldout = sample_heldout_coalitions(n, p.heldout["num_coalitions"], p.heldout["alpha"], p.seed + 1)
+    heldout = sample_heldout_coalitions(
+        n, p.heldout["num_coalitions"], p.heldout["alpha"], p.seed + 1, exclude=fit
+    )
     write_npz(snakemake.output[0], fit=fit, heldout=heldout, seed=p.seed, estimator=p.estimator)
     log.info(
         "%d contributors: %d fit coalitions (%s), %d held-out (alpha %.2f)",

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from diffattr.metrics import correlation_ci, shapley_lds
+from diffattr.metrics import correlation_ci, shapley_lds_per_seed
 from diffattr.planted import planted_table
 from diffattr.runtime import job
 from diffattr.store import read_npz, write_csv
@@ -23,21 +23,20 @@ with job(snakemake.log[0]) as log:
         return {c: [json.loads(Path(next(files)).read_text())["value"] for _ in p.seeds] for c in coalitions}
 
     heldout_masks = read_npz(snakemake.input.coalitions)["heldout"]
-    measured = np.array([np.mean(v) for v in retrained(snakemake.input.heldout, p.heldout).values()])
+    measured = np.array(list(retrained(snakemake.input.heldout, p.heldout).values()))  # coalitions x seeds
     values = {Path(f).stem: pd.read_csv(f) for f in snakemake.input.values}
 
     rows = []
     for name, table in values.items():
-        rho, low, high = shapley_lds(table["value"].to_numpy(), heldout_masks, measured, **boot)
+        lds = shapley_lds_per_seed(table["value"].to_numpy(), heldout_masks, measured, **boot)
         estimator, how = name.split("-", 1)
         rows.append(
             {
                 "estimator": estimator,
                 "how": how,
-                "lds": rho,
-                "ci_low": low,
-                "ci_high": high,
+                **lds,
                 "coalitions": len(measured),
+                "seeds": measured.shape[1],
             }
         )
     write_csv(snakemake.output.lds, pd.DataFrame(rows))

@@ -56,3 +56,15 @@ def test_heldout_coalitions_keep_exactly_alpha_of_the_contributors():
     masks = sample_heldout_coalitions(10, 50, 0.5, seed=0)
     assert (masks.sum(1) == 5).all() and len({m.tobytes() for m in masks}) > 40
     assert (sample_heldout_coalitions(10, 50, 0.5, seed=0) == masks).all()
+
+
+def test_heldout_coalitions_are_never_fit_coalitions():
+    from diffattr.valuation import sample_heldout_coalitions
+
+    fit = sample_heldout_coalitions(4, 5, 0.5, seed=3)  # 5 of the 6 coalitions of 2 of 4 players
+    heldout = sample_heldout_coalitions(4, 10, 0.5, seed=0, exclude=fit)
+    assert not {m.tobytes() for m in heldout} & {m.tobytes() for m in fit}
+    every = sample_heldout_coalitions(4, 6, 0.5, seed=0)
+    all_six = np.array([r for r in np.unique(np.vstack([every, fit, heldout]), axis=0)])
+    with pytest.raises(InputError, match="shapley.heldout.alpha"):
+        sample_heldout_coalitions(4, 1, 0.5, seed=0, exclude=all_six)

@@ -77,3 +77,23 @@ def test_shapley_lds_and_correlations_match_scipy():
     assert r == pytest.approx(pearsonr(a, b).statistic) and low <= r <= high
     r, _, _ = correlation_ci(a, b, n_boot=50, level=0.95, seed=0, method="spearman")
     assert r == pytest.approx(spearmanr(a, b).statistic)
+
+
+def test_shapley_lds_per_seed_is_the_mean_of_spearmans_with_a_normal_ci_over_seeds():
+    from scipy.stats import spearmanr
+
+    from diffattr.metrics import shapley_lds_per_seed
+
+    rng = np.random.default_rng(1)
+    values = rng.normal(size=5)
+    masks = rng.random((20, 5)) < 0.5
+    measured = (masks @ values)[:, None] + rng.normal(scale=1.0, size=(20, 3))
+    out = shapley_lds_per_seed(values, masks, measured, n_boot=100, level=0.95, seed=0)
+    rhos = [spearmanr(masks @ values, measured[:, s]).statistic for s in range(3)]
+    half = 1.959964 * np.std(rhos, ddof=1) / np.sqrt(3)
+    assert out["lds"] == pytest.approx(np.mean(rhos))
+    assert (out["ci_low"], out["ci_high"]) == pytest.approx((np.mean(rhos) - half, np.mean(rhos) + half))
+    assert out["ci_over"] == "seeds"
+    assert out["lds_seed_averaged"] == pytest.approx(spearmanr(masks @ values, measured.mean(1)).statistic)
+    one = shapley_lds_per_seed(values, masks, measured[:, :1], n_boot=100, level=0.95, seed=0)
+    assert one["ci_over"] == "coalitions" and one["ci_low"] <= one["lds"] <= one["ci_high"]

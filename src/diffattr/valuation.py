@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from math import comb
 
 import numpy as np
 
@@ -36,12 +37,29 @@ def sample_uniform_coalitions(n: int, count: int, seed: int, keep: float = 0.5) 
     return np.random.default_rng(seed).random((count, n)) < keep
 
 
-def sample_heldout_coalitions(n: int, count: int, alpha: float, seed: int) -> np.ndarray:
-    """Boolean (count, n): uniform coalitions of exactly round(alpha * n) players (the Shapley-LDS set)."""
+def sample_heldout_coalitions(
+    n: int, count: int, alpha: float, seed: int, exclude: np.ndarray | None = None
+) -> np.ndarray:
+    """Boolean (count, n): uniform coalitions of exactly round(alpha * n) players (the Shapley-LDS set),
+    each drawn again while it coincides with a row of `exclude` (the fit coalitions), so that no
+    held-out coalition was seen by the values (Lu et al. drop such overlaps)."""
+    size = int(round(alpha * n))
+    rows = np.zeros((0, n), bool) if exclude is None else np.asarray(exclude, bool)
+    excluded = {row.tobytes() for row in rows if row.sum() == size}
+    available = comb(n, size) - len(excluded)
+    if available < 1:
+        raise InputError(
+            f"config key 'shapley.heldout.alpha': every coalition of {size} of {n} contributors "
+            "is a fit coalition"
+        )
     rng = np.random.default_rng(seed)
     masks = np.zeros((count, n), dtype=bool)
     for row in masks:
-        row[rng.choice(n, size=int(round(alpha * n)), replace=False)] = True
+        while True:
+            row[:] = False
+            row[rng.choice(n, size=size, replace=False)] = True
+            if row.tobytes() not in excluded:
+                break
     return masks
 
 
@@ -117,8 +135,6 @@ def with_bootstrap(
 
 def exact_shapley(value_fn: Callable[[np.ndarray], float], n: int) -> np.ndarray:
     """Exact Shapley values by enumerating all 2^n coalitions (n <= 16)."""
-    from math import comb
-
     masks = ((np.arange(2**n)[:, None] >> np.arange(n)) & 1).astype(bool)
     values = np.array([value_fn(m) for m in masks])
     index = {int((m * (1 << np.arange(n))).sum()): v for m, v in zip(masks, values, strict=True)}
