@@ -3,7 +3,7 @@
 
 rule lds_outputs:
     input:
-        model=out("models/lds/{m}/seed{seed}"),
+        models=[out("models/lds/{m}/seed{seed}")],
         val=split_images("val"),
         gen=split_images("gen"),
     output:
@@ -22,8 +22,40 @@ rule lds_outputs:
     params:
         lds=config["lds"],
         device=config["device"],
+        models=lambda wc: [{"subset": int(wc.m), "seed": int(wc.seed)}],
     script:
         "../scripts/lds_outputs.py"
+
+
+# With lds.models_per_job > 1, one job measures a batch of LDS models, each into its own file.
+for b, batch in enumerate(lds_batches()):
+
+    rule:
+        name:
+            f"lds_outputs_batch{b}"
+        input:
+            models=lds_model_paths(batch),
+            val=split_images("val"),
+            gen=split_images("gen"),
+        output:
+            [out(f"outputs/lds/{m}/seed{s}.npz") for m, s in batch],
+        log:
+            log_path("lds_outputs", f"batch{b}"),
+        benchmark:
+            bench_path("lds_outputs", f"batch{b}")
+        conda:
+            "../envs/diffattr.yaml"
+        threads: config["threads"]
+        resources:
+            gpu=GPU_RULE_GPUS,
+            mem_mb=config["resources"]["gpu_mem_mb"],
+            runtime=config["resources"]["runtime"] * len(batch),
+        params:
+            lds=config["lds"],
+            device=config["device"],
+            models=[{"subset": m, "seed": s} for m, s in batch],
+        script:
+            "../scripts/lds_outputs.py"
 
 
 rule lds:

@@ -22,7 +22,7 @@ rule train_full:
         scheduler=config["scheduler"],
         train=config["train"],
         device=config["device"],
-        subset=None,
+        models=lambda wc: [{"subset": None, "seed": int(wc.seed)}],
     script:
         "../scripts/train.py"
 
@@ -49,6 +49,39 @@ rule train_lds:
         scheduler=config["scheduler"],
         train=config["train"],
         device=config["device"],
-        subset=lambda wc: int(wc.m),
+        models=lambda wc: [{"subset": int(wc.m), "seed": int(wc.seed)}],
     script:
         "../scripts/train.py"
+
+
+# With lds.models_per_job > 1, one job trains a batch of LDS models in turn, each into its own
+# directory; Snakemake prefers these wildcard-free rules to train_lds for the models they list.
+for b, batch in enumerate(lds_batches()):
+
+    rule:
+        name:
+            f"train_lds_batch{b}"
+        input:
+            train=out("data/train.zarr"),
+            subsets=out("subsets/lds.npz"),
+        output:
+            [directory(p) for p in lds_model_paths(batch)],
+        log:
+            log_path("train_lds", f"batch{b}"),
+        benchmark:
+            bench_path("train_lds", f"batch{b}")
+        conda:
+            "../envs/diffattr.yaml"
+        threads: config["threads"]
+        resources:
+            gpu=GPU_RULE_GPUS,
+            mem_mb=config["resources"]["gpu_mem_mb"],
+            runtime=config["resources"]["train_runtime"] * len(batch),
+        params:
+            model=config["model"],
+            scheduler=config["scheduler"],
+            train=config["train"],
+            device=config["device"],
+            models=[{"subset": m, "seed": s} for m, s in batch],
+        script:
+            "../scripts/train.py"

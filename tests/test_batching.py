@@ -1,0 +1,85 @@
+"""Several tiny models per job: each model is bitwise the one made alone, and batches cover every model."""
+
+import copy
+import math
+import random
+
+import numpy as np
+import pytest
+import torch
+
+from diffattr.batching import each_model
+from diffattr.models import PixelDiffusion, build_scheduler, build_unet
+from diffattr.training import train
+from tests.conftest import TINY_MODEL
+from tests.workflow_helpers import (
+    TINY_SHAPLEY,
+    deep_update,
+    make_workspace,
+    planned_jobs,
+    stage_jobs,
+)
+
+TRAIN = {
+    "steps": 3,
+    "batch_size": 4,
+    "lr": 1e-3,
+    "betas": [0.9, 0.999],
+    "weight_decay": 0.0,
+    "warmup_fraction": 0.0,
+    "lr_schedule": "constant",
+    "ema": True,
+    "ema_max_decay": 0.99,
+    "grad_clip": 1.0,
+    "checkpoints": 0,
+}
+
+
+def train_batch(specs, images):
+    """What scripts/train.py does for a batch: each model built and trained from its own seed."""
+    weights = []
+    for spec, _ in each_model(specs, [f"model{i}" for i in range(len(specs))], threads=1):
+        # a previous model leaving the global generators somewhere else must not matter
+        random.random(), np.random.rand(), torch.rand(3)
+        model = PixelDiffusion(
+            build_unet({**TINY_MODEL, "dropout": 0.1}, 8, 1, seed=spec["seed"]),
+            build_scheduler({"num_train_timesteps": 1000, "beta_schedule": "linear"}),
+        )
+        train(model, images[spec["subset"]], TRAIN, seed=spec["seed"], device=torch.device("cpu"))
+        weights.append({k: v.clone() for k, v in model.unet.state_dict().items()})
+    return weights
+
+
+def test_a_model_trained_in_a_batch_is_bitwise_the_model_trained_alone(tiny_images):
+    first, second = {"subset": slice(0, 4), "seed": 3}, {"subset": slice(2, 6), "seed": 7}
+    (alone,) = train_batch([second], tiny_images)
+    in_batch = train_batch([first, second], tiny_images)
+    assert alone.keys() == in_batch[1].keys()
+    for name, value in alone.items():
+        assert torch.equal(value, in_batch[1][name]), name
+    assert not torch.equal(in_batch[0]["conv_in.weight"], in_batch[1]["conv_in.weight"])
+
+
+def test_a_batch_needs_one_output_per_model():
+    with pytest.raises(ValueError, match="2 models has 1 outputs"):
+        list(each_model([{}, {}], ["one"]))
+
+
+def coalition_jobs(workdir, per_job):
+    config = deep_update(copy.deepcopy(TINY_SHAPLEY), {"shapley": {"models_per_job": per_job}})
+    make_workspace(workdir, config)
+    return planned_jobs(workdir)
+
+
+def test_coalition_batches_make_every_model_once_in_fewer_jobs(tmp_path):
+    alone = coalition_jobs(tmp_path, 1)
+    batched = coalition_jobs(tmp_path, 4)
+    # per way: 4 fit coalitions + empty + full; retrain also 3 held-out; counterfactual top/bottom per way
+    groups = {"sparse_ft": 6, "retrain": 6 - 1 + 3, "cf-sparse_ft": 2, "cf-retrain": 2}
+    assert alone["coalition_model"] == sum(groups.values()) + 1 == 19
+    assert stage_jobs(batched)["coalition_model"] == 1 + sum(math.ceil(n / 4) for n in groups.values())
+    groups["retrain"] += 1  # the full model's property joins its way's batches; its model keeps a job
+    assert stage_jobs(batched)["coalition_property"] == sum(math.ceil(n / 4) for n in groups.values())
+    assert {k: v for k, v in stage_jobs(batched).items() if not k.startswith("coalition_")} == {
+        k: v for k, v in alone.items() if not k.startswith("coalition_")
+    }
