@@ -3,11 +3,21 @@ import math
 import os
 import re
 import sys
+from types import SimpleNamespace
 
 from diffattr.preflight import check_machine
 
 OUT = f"{config['results']}/{config['experiment']}"
 TARGET_SPLITS = ["val", "gen"]
+
+# CLIP-similarity methods need a local CLIP checkpoint; without one (the demo) they are left out.
+for _name in [n for n, m in config["methods"].items() if m["kind"] == "clip"]:
+    if not config["clip"]["weights"]:
+        print(
+            f"diffattr: method '{_name}' (kind clip) omitted: no CLIP weights (config key 'clip.weights')",
+            file=sys.stderr,
+        )
+        del config["methods"][_name]
 GPU_RULE_GPUS = 0 if config["device"] == "cpu" else 1
 FULL_SEED = config["train"]["seeds"][0]
 
@@ -101,6 +111,26 @@ def split_images(split):
     return out("samples/full.zarr") if split == "gen" else out(f"data/{split}.zarr")
 
 
+def ensemble_seeds(method):
+    """Seeds of the full models whose scores a method averages: the attributed model's, then the next ones."""
+    return [FULL_SEED + i for i in range(config["methods"][method].get("ensemble", 1))]
+
+
+def ensemble_shard_paths(method, split):
+    """Gradient shards of every ensemble member of a method, member after member."""
+    featurizer = config["methods"][method]["featurizer"]
+    paths = []
+    for seed in ensemble_seeds(method):
+        if seed == FULL_SEED:
+            paths += shard_paths(featurizer, split)
+        else:
+            paths += [
+                out(f"grads/{featurizer}/seed{seed}/{split}/{shard}.zarr")
+                for shard in range(num_shards(split))
+            ]
+    return paths
+
+
 def lds_models():
     """(subset, seed) of every LDS retrain."""
     return [
@@ -112,6 +142,21 @@ def lds_models():
 
 def lds_output_paths():
     return [out(f"outputs/lds/{m}/seed{s}.npz") for m, s in lds_models()]
+
+
+def batches(items, size):
+    """Consecutive groups of at most `size` items: the models one batched job makes (none if size is 1)."""
+    items = list(items)
+    return [items[i : i + size] for i in range(0, len(items), size)] if size > 1 else []
+
+
+def lds_batches():
+    """LDS retrains grouped lds.models_per_job to a job (train_lds_batch*, lds_outputs_batch*)."""
+    return batches(lds_models(), config["lds"]["models_per_job"])
+
+
+def lds_model_paths(models):
+    return [out(f"models/lds/{m}/seed{s}") for m, s in models]
 
 
 def score_paths():
@@ -130,7 +175,39 @@ def final_targets():
         targets += [sout("metrics/shapley_lds.csv")]
     if config["lds"]["enabled"] or SHAPLEY["enabled"]:
         targets += [out("report/index.html")]
+    if config["lds"]["enabled"] and COUNTERFACTUAL["enabled"]:
+        targets += [out("metrics/counterfactual.csv")]
     return targets
+
+
+# Counterfactual evaluation (rules/counterfactual.smk): a few generated targets x (methods + random).
+COUNTERFACTUAL = config["counterfactual"]
+
+
+def counterfactual_methods():
+    """The methods whose top-scored images are removed (all by default), then the random baseline."""
+    return [*(COUNTERFACTUAL["methods"] or config["methods"]), "random"]
+
+
+def counterfactual_jobs():
+    """(method, slot) of every counterfactual retrain; slot j is the j-th reported generated target."""
+    return [
+        (method, j)
+        for method in counterfactual_methods()
+        for j in range(COUNTERFACTUAL["num_targets"])
+    ]
+
+
+def counterfactual_model_inputs(wildcards):
+    """Data, held-out mask, the targets' seeds, and (unless random) the method's generated-target scores."""
+    inputs = {
+        "train": out("data/train.zarr"),
+        "subsets": out("subsets/lds.npz"),
+        "samples": out("samples/full.zarr"),
+    }
+    if wildcards.cf_method != "random":
+        inputs["scores"] = out(f"scores/{wildcards.cf_method}/gen.zarr")
+    return inputs
 
 
 # The contributor-valuation branch (rules/unlearn.smk, rules/shapley.smk): outputs under shapley/.
@@ -226,6 +303,7 @@ def coalition_train_config(how):
         "lr": tuned["lr"],
         "ema": tuned.get("ema", False),
         "checkpoints": 0,
+        "lr_schedule": "constant",
         "warmup_fraction": 0.0,
     }
 
@@ -272,6 +350,59 @@ def counterfactual_fraction(wildcards):
     return None
 
 
+def coalition_model_groups():
+    """Coalition models (how, coalition, seed) in groups that share their inputs and schedule: the fit
+    models of each way (with the held-out retrains), and the counterfactual retrains of each ranking.
+    """
+    seeds = SHAPLEY["heldout"]["seeds"]
+    groups = {how: [(how, c, SHAPLEY_SEED) for c in fit_coalitions()] for how in HOWS}
+    groups.setdefault("retrain", []).extend(
+        [("retrain", c, s) for c in heldout_coalitions() for s in seeds]
+        + [("retrain", "full", s) for s in seeds if s != SHAPLEY_SEED]
+    )
+    for c in counterfactual_coalitions():
+        ranked_by = c.partition("-")[2]
+        groups.setdefault(f"counterfactual-{ranked_by}", []).extend(
+            ("retrain", c, s) for s in seeds
+        )
+    return [list(dict.fromkeys(group)) for group in groups.values() if group]
+
+
+def coalition_batches(models=True):
+    """Coalition models (or their properties) grouped shapley.models_per_job to a job. The full model,
+    which pruning and fine-tuning start from, keeps a job of its own so that they need not wait.
+    """
+    full = ("retrain", "full", SHAPLEY_SEED)
+    return [
+        batch
+        for group in coalition_model_groups()
+        for batch in batches(
+            [m for m in group if not (models and m == full)],
+            SHAPLEY["models_per_job"],
+        )
+    ]
+
+
+def batch_wildcards(batch):
+    """Each member of a batch as the wildcards of its own job, for the per-model input functions."""
+    return [SimpleNamespace(how=h, coalition=c, seed=str(s)) for h, c, s in batch]
+
+
+def batch_inputs(batch, inputs_of, own=None):
+    """The union of a batch's members' inputs; each member's `own` input (its model) listed under `own`s."""
+    merged, owned = {}, []
+    for wc in batch_wildcards(batch):
+        inputs = inputs_of(wc)
+        if own is not None:
+            owned.append(inputs.pop(own))
+        merged.update(inputs)
+    return {**merged, f"{own}s": owned} if own is not None else merged
+
+
+def coalition_model_path(how, coalition, seed):
+    return sout(f"models/coalition/{how}/{coalition}/seed{seed}")
+
+
 wildcard_constraints:
     split="train|val|gen",
     target_split="val|gen",
@@ -302,7 +433,6 @@ def check_before_jobs():
 onstart:
     check_before_jobs()
     sizes = gradient_store_bytes()
-        "lr_schedule": "constant",
     print(
         f"diffattr: gradient stores under {OUT}/grads: "
         + ", ".join(

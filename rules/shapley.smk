@@ -112,8 +112,42 @@ rule coalition_property:
     params:
         prop=SHAPLEY["property"],
         device=config["device"],
+        models=lambda wc: [
+            {"how": wc.how, "coalition": wc.coalition, "seed": int(wc.seed)}
+        ],
     script:
         "../scripts/coalition_property.py"
+
+
+# With shapley.models_per_job > 1, one job measures a batch of coalition models, each into its own file.
+for b, batch in enumerate(coalition_batches(models=False)):
+
+    rule:
+        name:
+            f"coalition_property_batch{b}"
+        input:
+            unpack(
+                lambda wc, batch=batch: batch_inputs(batch, property_inputs, "model")
+            ),
+        output:
+            [property_path(*m) for m in batch],
+        log:
+            log_path("coalition_property", f"batch{b}"),
+        benchmark:
+            bench_path("coalition_property", f"batch{b}")
+        conda:
+            "../envs/diffattr.yaml"
+        threads: config["threads"]
+        resources:
+            gpu=GPU_RULE_GPUS,
+            mem_mb=config["resources"]["gpu_mem_mb"],
+            runtime=config["resources"]["runtime"] * len(batch),
+        params:
+            prop=SHAPLEY["property"],
+            device=config["device"],
+            models=[{"how": h, "coalition": c, "seed": s} for h, c, s in batch],
+        script:
+            "../scripts/coalition_property.py"
 
 
 rule shapley_values:
@@ -157,6 +191,9 @@ rule shapley_metrics:
             sout(f"models/coalition/{how}/{c}/seed{SHAPLEY_SEED}")
             for how in HOWS
             for c in fit_coalitions()
+        ],
+        properties=[
+            property_path(how, c, SHAPLEY_SEED) for how in HOWS for c in fit_coalitions()
         ],
         counterfactual=retrained_property_paths(counterfactual_coalitions() + ["full"]),
         full=FULL_MODEL,

@@ -84,6 +84,15 @@ def snakemake(
     return result
 
 
+def stage_jobs(jobs: dict[str, int]) -> dict[str, int]:
+    """Job counts with batch rules (`{rule}_batch{b}`, models_per_job > 1) counted under their rule."""
+    counts: dict[str, int] = {}
+    for rule, count in jobs.items():
+        stage = re.sub(r"_batch\d+$", "", rule)
+        counts[stage] = counts.get(stage, 0) + count
+    return counts
+
+
 def planned_jobs(workdir: Path, *args: str) -> dict[str, int]:
     """Rule -> job count of a dry run (empty when nothing is to be done)."""
     result = snakemake(workdir, *args, "-n", "--quiet", "rules")
