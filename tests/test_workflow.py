@@ -27,9 +27,13 @@ def test_cifar2_preset_dry_run_lists_the_paper_jobs(tmp_path):
     assert jobs["train_lds"] == 64 * 3
     assert jobs["train_full"] == 1
     assert jobs["lds_outputs"] == 64 * 3
-    # 8 featurizers x (10 train + 2 val + 2 generated shards of 500)
-    assert jobs["featurize"] == 8 * 14
+    # 10 featurizers x (10 train + 2 val + 2 generated shards of 500)
+    assert jobs["featurize"] == 10 * 14
     assert jobs["trak_scores"] == 8 * 2 and jobs["pixel_scores"] == 2
+    # TracIn and ReTrac featurizers at each of the 10 checkpoints; DAS residuals of its 2 featurizers
+    assert jobs["featurize_checkpoint"] == 2 * 10 * 14 and jobs["das_residuals"] == 2
+    assert jobs["local_scores"] == 8 * 2 and jobs["tracin_scores"] == 2 * 2
+    assert jobs["dominating_norm"] == 1
 
 
 def test_cifar20_shapley_preset_dry_run_lists_the_coalition_jobs(tmp_path):
