@@ -193,6 +193,11 @@ rule shapley_metrics:
             for c in fit_coalitions()
         ],
         properties=[
+            property_path(how, c, SHAPLEY_SEED)
+            for how in HOWS
+            for c in fit_coalitions()
+        ],
+        properties=[
             property_path(how, c, SHAPLEY_SEED) for how in HOWS for c in fit_coalitions()
         ],
         counterfactual=retrained_property_paths(counterfactual_coalitions() + ["full"]),

@@ -4,6 +4,7 @@
 """
 
 import json
+import time
 
 import numpy as np
 import torch
@@ -31,6 +32,7 @@ with job(snakemake.log[0], snakemake.threads) as log:
     models = [{**spec, "path": path} for spec, path in zip(snakemake.params.models, paths, strict=True)]
     seeds = cfg["seed"] * 1_000_003 + np.arange(cfg["num_images"], dtype=np.int64)
     for spec, output in each_model(models, snakemake.output, snakemake.threads):
+        start = time.perf_counter()
         model = load_model(spec["path"]).to(device)
         pixels = ddim_sample(model, seeds, cfg["num_inference_steps"], 0.0, 256)
         generated = torch.from_numpy(pixels).float() / 127.5 - 1
@@ -38,5 +40,8 @@ with job(snakemake.log[0], snakemake.threads) as log:
             cfg["name"], generated, extractor, reference, aesthetic, cfg["clip"]["quantile"], seed=cfg["seed"]
         )
         value = attributed_value(cfg["name"], measured)
-        write_json(output, {"property": cfg["name"], "value": value, "measured": measured})
+        seconds = time.perf_counter() - start  # loading, generation and measurement: this model's share
+        write_json(
+            output, {"property": cfg["name"], "value": value, "measured": measured, "seconds": seconds}
+        )
         log.info("value %.4f; measured %s", value, json.dumps(measured))

@@ -67,7 +67,13 @@ with job(snakemake.log[0]) as log:
         pd.DataFrame(rows, columns=["estimator", "how", "versus", "method", "r", "ci_low", "ci_high"]),
     )
 
-    records = [json.loads((Path(m) / "coalition.json").read_text()) for m in snakemake.input.models]
+    records = [
+        {
+            **json.loads((Path(m) / "coalition.json").read_text()),
+            "property_seconds": json.loads(Path(f).read_text())["seconds"],
+        }
+        for m, f in zip(snakemake.input.models, snakemake.input.properties, strict=True)
+    ]
     full_seconds = json.loads((Path(snakemake.input.full) / "coalition.json").read_text())["seconds"]
     one_off = {"ft": full_seconds, "gradient_ascent": full_seconds}
     if snakemake.input.pruned:

@@ -81,17 +81,19 @@ def test_costs_count_one_off_work_and_skip_models_that_trained_on_nothing():
     from diffattr.unlearning import coalition_costs
 
     records = [
-        {"how": "retrain", "trained_images": 10, "steps": 100, "seconds": 10.0},
-        {"how": "retrain", "trained_images": 20, "steps": 100, "seconds": 14.0},
-        {"how": "retrain", "trained_images": 0, "steps": 0, "seconds": 0.0},
-        {"how": "sparse_ft", "trained_images": 10, "steps": 10, "seconds": 1.0},
-        {"how": "sparse_ft", "trained_images": 20, "steps": 10, "seconds": 3.0},
+        {"how": "retrain", "trained_images": 10, "steps": 100, "seconds": 10.0, "property_seconds": 2.0},
+        {"how": "retrain", "trained_images": 20, "steps": 100, "seconds": 14.0, "property_seconds": 2.0},
+        {"how": "retrain", "trained_images": 0, "steps": 0, "seconds": 0.0, "property_seconds": 2.0},
+        {"how": "sparse_ft", "trained_images": 10, "steps": 10, "seconds": 1.0, "property_seconds": 2.0},
+        {"how": "sparse_ft", "trained_images": 20, "steps": 10, "seconds": 3.0, "property_seconds": 2.0},
     ]
     cost = coalition_costs(records, {"sparse_ft": 8.0}).set_index("how")
-    assert cost.loc["retrain", "models"] == 2 and cost.loc["retrain", "seconds"] == 12.0
-    assert cost.loc["sparse_ft", "speedup_per_model"] == pytest.approx(6.0)
-    assert cost.loc["sparse_ft", "total_seconds"] == 12.0
-    assert cost.loc["sparse_ft", "speedup_total"] == pytest.approx(24.0 / 12.0)
+    assert cost.loc["retrain", "models"] == 2 and cost.loc["retrain", "seconds"] == 14.0
+    assert cost.loc["retrain", "train_seconds"] == 12.0
+    assert cost.loc["sparse_ft", "speedup_per_model"] == pytest.approx(14.0 / 4.0)
+    assert cost.loc["sparse_ft", "speedup_per_model_training"] == pytest.approx(6.0)
+    assert cost.loc["sparse_ft", "total_seconds"] == 8.0 + 3.0 + 5.0
+    assert cost.loc["sparse_ft", "speedup_total"] == pytest.approx(28.0 / 16.0)
 
 
 def test_gradient_ascent_at_the_authors_settings_moves_the_model(tiny_model, tiny_images):
