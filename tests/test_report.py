@@ -22,7 +22,7 @@ HOWS = ["sparse_ft", "ft", "retrain"]
 VIEWPORT = 1280
 
 
-def write_lds_results(root: Path, rng: np.random.Generator) -> dict:
+def write_lds_results(root: Path, rng: np.random.Generator, methods: list[str]) -> dict:
     """metrics/lds.csv, scores, samples, training images and subsets as the LDS branch writes them."""
     rows = [
         {
@@ -34,7 +34,7 @@ def write_lds_results(root: Path, rng: np.random.Generator) -> dict:
             "ci_high": v + 0.05,
             "n_targets": 5,
         }
-        for m, base in zip(METHODS, [0.5, 0.55, 0.2], strict=True)
+        for m, base in zip(methods, np.linspace(0.55, 0.2, len(methods)), strict=True)
         for s, v in (("val", base), ("gen", base - 0.3))
     ]
     pd.DataFrame(rows).to_csv(root / "lds.csv", index=False)
@@ -49,7 +49,7 @@ def write_lds_results(root: Path, rng: np.random.Generator) -> dict:
     )
     write_npz(root / "lds.npz", heldout_gen=np.array([True, False, False, True, False, False]))
     scores = []
-    for m in METHODS:
+    for m in methods:
         write_arrays(root / f"{m}.zarr", {"scores": rng.normal(size=(n_gen, n_train)).astype(np.float32)})
         scores.append(str(root / f"{m}.zarr"))
     return {
@@ -61,7 +61,7 @@ def write_lds_results(root: Path, rng: np.random.Generator) -> dict:
     }
 
 
-def write_shapley_results(root: Path, rng: np.random.Generator) -> dict:
+def write_shapley_results(root: Path, rng: np.random.Generator, contributors: int) -> dict:
     """Values per (estimator, way), Shapley LDS, agreement, cost, counterfactual and pruning.json."""
     (root / "values").mkdir()
     values = []
@@ -69,11 +69,11 @@ def write_shapley_results(root: Path, rng: np.random.Generator) -> dict:
         for how in HOWS:
             table = pd.DataFrame(
                 {
-                    "contributor": range(CONTRIBUTORS),
-                    "name": [f"a contributor with a long name {c}" for c in range(CONTRIBUTORS)],
+                    "contributor": range(contributors),
+                    "name": [f"a contributor with a long name {c}" for c in range(contributors)],
                     "images": 30,
-                    "value": rng.normal(size=CONTRIBUTORS),
-                    "stderr": rng.uniform(0.05, 0.2, CONTRIBUTORS),
+                    "value": rng.normal(size=contributors),
+                    "stderr": rng.uniform(0.05, 0.2, contributors),
                     "property": "inception_score",
                     "estimator": estimator,
                     "how": how,
@@ -158,18 +158,17 @@ def write_benchmarks(root: Path) -> Path:
 BRANCHES = {"train_lds": "LDS branch", "lds": "LDS branch", "coalition_model": "contributor branch"}
 
 
-@pytest.fixture
-def results(tmp_path: Path) -> dict:
+def synthetic(root: Path, methods: list[str], contributors: int) -> dict:
     """Synthetic inputs of both branches, and the settings the report rule passes."""
     rng = np.random.default_rng(0)
-    inputs = {**write_lds_results(tmp_path, rng), **write_shapley_results(tmp_path, rng)}
+    inputs = {**write_lds_results(root, rng, methods), **write_shapley_results(root, rng, contributors)}
     settings = {
-        "methods": METHODS,
+        "methods": methods,
         "examples": 3,
         "level": 0.95,
         "estimator": "kernelshap",
         "prop": "inception_score",
-        "benchmarks": str(write_benchmarks(tmp_path)),
+        "benchmarks": str(write_benchmarks(root)),
         "branches": BRANCHES,
         "source": str(Path(__file__).parent),
     }
@@ -178,6 +177,11 @@ def results(tmp_path: Path) -> dict:
         "settings": settings,
         "config": {"experiment": "synthetic", "lds": {"alpha": 0.5}},
     }
+
+
+@pytest.fixture
+def results(tmp_path: Path) -> dict:
+    return synthetic(tmp_path, METHODS, CONTRIBUTORS)
 
 
 def test_both_branches_give_every_section_and_figure(results, tmp_path):
@@ -330,3 +334,15 @@ def test_report_fits_1280_px_and_every_image_loads_in_chromium(results, tmp_path
     for image in measured["images"]:
         assert image["complete"] and image["naturalWidth"] > 0, f"image did not load: {image}"
         assert image["width"] <= VIEWPORT
+
+
+def test_many_methods_and_contributors_still_fit_in_chromium(tmp_path):
+    """A paper-sized report: 14 methods (the attribution grid wraps), 60 contributors (40 are drawn)."""
+    methods = [f"method-{i}" for i in range(14)]
+    page = tmp_path / "report" / "index.html"
+    results = synthetic(tmp_path, methods, 60)
+    results["settings"]["examples"] = 2
+    build_report(page, **results)
+    measured = measure_in_chromium(page)
+    assert measured["scrollWidth"] <= VIEWPORT, f"page wider than the window: {measured['wide']}"
+    assert all(image["naturalWidth"] > 0 and image["naturalWidth"] <= 1000 for image in measured["images"])
