@@ -24,6 +24,7 @@ from diffattr.preflight import (
     check_machine,
     check_overlays,
     is_dry_run,
+    main,
 )
 from diffattr.store import read_npz, read_table, write_arrays, write_npz
 from tests.workflow_helpers import ROOT, make_workspace, snakemake
@@ -170,6 +171,7 @@ CLI_CASES = [
     ("data={classes: [0, 1, 1]}", "config key 'data.classes': [0, 1, 1] has non-unique elements"),
     ("experiment=../x", "config key 'experiment': '../x' is not a safe file name"),
     ("lds={num_subsets: 1.5}", "config key 'lds.num_subsets': 1.5 is not of type 'integer'"),
+    ("lds={alpha: [0.3}", "config key 'lds': '{alpha: [0.3}' is not of type 'object'"),
 ]
 
 
@@ -207,6 +209,18 @@ def test_bad_config_file_names_file_and_line(tmp_path, text, expected):
     with pytest.raises(InputError) as err:
         check_overlays([file])
     assert one_line(err).startswith(expected.format(file=file)), str(err.value)
+
+
+def test_config_file_checker_names_file_line_and_column(tmp_path, capsys):
+    """`python -m diffattr.preflight FILE`: where Snakemake's own YAML error names neither."""
+    file = tmp_path / "broken.yaml"
+    file.write_text("lds:\n  alpha: [0.3\n  num_subsets: 3\n")
+    assert main([str(file)]) == 1
+    assert (
+        capsys.readouterr().err
+        == f"diffattr: {file}:3:14: YAML syntax error: expected ',' or ']', but got ':'\n"
+    )
+    assert main([str(ROOT / "config.yaml")]) == 0
 
 
 def test_digits_class_sizes_are_scikit_learns():

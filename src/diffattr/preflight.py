@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 import re
+import sys
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -336,3 +337,21 @@ def _check_image_folder(key: str, data: dict, contributor_column: str | None) ->
 def is_dry_run(argv: list[str]) -> bool:
     """Whether the Snakemake command line asks for a dry run (-n, --dry-run, --dryrun, -np)."""
     return any(arg in ("--dry-run", "--dryrun") or re.fullmatch(r"-[a-zA-Z]*n[a-zA-Z]*", arg) for arg in argv)
+
+
+def main(argv: list[str]) -> int:
+    """`python -m diffattr.preflight FILE...`: locate YAML errors and empty sections in config files.
+
+    Snakemake reports a broken --configfile without its name or line; this names both.
+    """
+    try:
+        check_overlays(argv)
+    except InputError as err:
+        print(f"diffattr: {err}", file=sys.stderr)
+        return 1
+    print(f"diffattr: {len(argv)} config file(s) read without error")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
