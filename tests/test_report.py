@@ -250,8 +250,12 @@ def test_a_new_section_is_one_builder(results, tmp_path):
 
 
 def test_timings_are_split_by_branch_and_summed_per_stage(tmp_path):
-    tables = branch_timings(write_benchmarks(tmp_path), BRANCHES)
-    assert list(tables) == ["LDS branch", "contributor branch"]
+    benchmarks = write_benchmarks(tmp_path)
+    (benchmarks / "report").mkdir()
+    (benchmarks / "report" / "all.tsv").write_text("s\th:m:s\tmax_rss\n2.0\t0:00:02\t90\n")
+    assert list(branch_timings(benchmarks, {})) == ["all stages"]
+    tables = branch_timings(benchmarks, BRANCHES)
+    assert list(tables) == ["LDS branch", "contributor branch"]  # the report's own job is in neither
     lds = tables["LDS branch"].set_index("stage")
     assert lds.loc["train_lds", "jobs"] == 2 and lds.loc["train_lds", "total_s"] == 22.0
     assert lds.loc["total", "total_s"] == 23.0 and "coalition_model" not in lds.index

@@ -470,12 +470,13 @@ the bottom (rank 1 = lowest value). {html.escape(planted_text(planted))}</p>
 
 
 def branch_timings(benchmarks: str | Path, branches: dict[str, str]) -> dict[str, pd.DataFrame]:
-    """Stage timings (diffattr.timings) split by branch; `branches` maps a rule to its branch, rules
-    it does not name go to "other". Each table ends with a total row."""
+    """Stage timings (diffattr.timings) split by branch: `branches` maps a stage (a benchmark folder) to
+    its branch; stages it does not name (the report's own) are left out, and without any mapping every
+    stage is in one table "all stages". Each table ends with a total row."""
     table = stage_timings(benchmarks)
     grouped = {}
-    branch_of = table["stage"].map(lambda s: branches.get(s, "other"))
-    for branch in dict.fromkeys([*branches.values(), "other"]):
+    branch_of = table["stage"].map(lambda s: branches.get(s) if branches else "all stages")
+    for branch in dict.fromkeys([*branches.values()] or ["all stages"]):
         part = table[branch_of == branch]
         if part.empty:
             continue
