@@ -5,10 +5,13 @@ from __future__ import annotations
 import contextlib
 import logging
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 from diffattr.errors import InputError
+
+STARTUP = "start-up"  # the log line diffattr.timings reads each job's start-up cost from
 
 
 @contextlib.contextmanager
@@ -24,8 +27,17 @@ def job(log_file: str | Path, threads: int = 1) -> Iterator[logging.Logger]:
         logging.getLogger(noisy).setLevel(logging.WARNING)
     if "torch" in sys.modules:  # scripts import what they use first; CPU-only rules skip torch
         sys.modules["torch"].set_num_threads(threads)
+    log = logging.getLogger("diffattr")
+    log.info("%s: %.2f s wall, %.2f s CPU before the job's work (interpreter, imports)", STARTUP, *startup())
     try:
-        yield logging.getLogger("diffattr")
+        yield log
     except InputError as err:
         root.error("input error: %s", err)
         sys.exit(f"diffattr: {err}")
+
+
+def startup() -> tuple[float, float]:
+    """Wall and CPU seconds this process has run so far: at a job's start, what starting it cost."""
+    import psutil  # a dependency of snakemake, which runs every job
+
+    return time.time() - psutil.Process().create_time(), time.process_time()
