@@ -1,19 +1,25 @@
 """DAS, influence variants, TracIn / ReTrac and the dominating-norm diagnostic against direct computations."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+import yaml
 
 from diffattr.attribution import TrakScorer
 from diffattr.checkpoints import saved_checkpoint
+from diffattr.config import validate
 from diffattr.das import das_scores, residual_weights, training_errors
 from diffattr.dominating import dominating_norm
+from diffattr.errors import InputError
 from diffattr.gradients import FeaturizerSpec, TimestepAveragedGradient
 from diffattr.influence import gradient_similarity, relative_influence, renormalized_influence, tracin
 from diffattr.outputs import OUTPUT_FUNCTIONS, evenly_spaced_timesteps, fixed_noise
 from diffattr.store import write_arrays
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def _shards(tmp_path, phi, sizes):
@@ -137,3 +143,22 @@ def test_saved_checkpoint_reads_path_and_lr(tmp_path):
     assert saved_checkpoint(tmp_path, 1) == (tmp_path / "checkpoints" / "step10", 0.002)
     with pytest.raises(Exception, match="lists 2 checkpoints"):
         saved_checkpoint(tmp_path, 2)
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        ({"methods": {"D": {"kind": "das", "featurizer": "trak"}}}, "featurizers.trak.normalize_timesteps"),
+        (
+            {"methods": {"T": {"kind": "tracin", "featurizer": "trak"}}, "train": {"checkpoints": 0}},
+            "train.checkpoints",
+        ),
+        ({"methods": {"R": {"kind": "relative_if", "featurizer": "nope"}}}, "methods.R.featurizer"),
+    ],
+)
+def test_local_methods_config_errors_name_the_key(extra, message):
+    config = yaml.safe_load((ROOT / "config.yaml").read_text())
+    config["methods"].update(extra["methods"])
+    config["train"].update(extra.get("train", {}))
+    with pytest.raises(InputError, match=message.replace(".", r"\.")):
+        validate(config)
