@@ -3,12 +3,8 @@
 
 rule trak_scores:
     input:
-        train=lambda wc: shard_paths(
-            config["methods"][wc.method]["featurizer"], "train"
-        ),
-        targets=lambda wc: shard_paths(
-            config["methods"][wc.method]["featurizer"], wc.target_split
-        ),
+        train=lambda wc: ensemble_shard_paths(wc.method, "train"),
+        targets=lambda wc: ensemble_shard_paths(wc.method, wc.target_split),
         subsets=out("subsets/lds.npz"),
         outputs=lds_output_paths(),
     output:
@@ -27,8 +23,35 @@ rule trak_scores:
     params:
         attribute=config["attribute"],
         train_seeds=config["lds"]["train_seeds"],
+        members=lambda wc: len(ensemble_seeds(wc.method)),
     script:
         "../scripts/trak_scores.py"
+
+
+rule clip_scores:
+    input:
+        train=out("data/train.zarr"),
+        targets=lambda wc: split_images(wc.target_split),
+    output:
+        directory(out("scores/{method}/{target_split}.zarr")),
+    log:
+        log_path("clip_scores", "{method}-{target_split}"),
+    benchmark:
+        bench_path("clip_scores", "{method}-{target_split}")
+    wildcard_constraints:
+        method=name_regex(methods_of_kind("clip")),
+    conda:
+        "../envs/diffattr.yaml"
+    threads: config["threads"]
+    resources:
+        gpu=GPU_RULE_GPUS,
+        mem_mb=config["resources"]["gpu_mem_mb"],
+        runtime=config["resources"]["runtime"],
+    params:
+        clip=config["clip"],
+        device=config["device"],
+    script:
+        "../scripts/clip_scores.py"
 
 
 rule pixel_scores:

@@ -27,6 +27,33 @@ rule featurize:
         "../scripts/featurize.py"
 
 
+# The same featurizer on another independently trained full model: a member of a method's ensemble.
+rule featurize_member:
+    input:
+        model=out("models/full/seed{seed}"),
+        images=lambda wc: split_images(wc.split),
+    output:
+        directory(out("grads/{featurizer}/seed{seed}/{split}/{shard}.zarr")),
+    log:
+        log_path("featurize_member", "{featurizer}-seed{seed}-{split}-{shard}"),
+    benchmark:
+        bench_path("featurize_member", "{featurizer}-seed{seed}-{split}-{shard}")
+    conda:
+        "../envs/diffattr.yaml"
+    threads: config["threads"]
+    resources:
+        gpu=GPU_RULE_GPUS,
+        mem_mb=config["resources"]["gpu_mem_mb"],
+        runtime=config["resources"]["runtime"],
+    params:
+        featurizer=lambda wc: config["featurizers"][wc.featurizer],
+        shard_size=config["featurize"]["shard_size"],
+        batch_size=config["featurize"]["batch_size"],
+        device=config["device"],
+    script:
+        "../scripts/featurize.py"
+
+
 # The same featurizer at the full model's saved training checkpoints (TracIn, ReTrac): checkpoint c is
 # the c-th entry of the model's training.json, whose learning rate weights it.
 rule featurize_checkpoint:

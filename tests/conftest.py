@@ -34,3 +34,24 @@ def tiny_model() -> PixelDiffusion:
 @pytest.fixture
 def tiny_images() -> torch.Tensor:
     return torch.rand(6, 1, 8, 8, generator=torch.Generator().manual_seed(1)) * 2 - 1
+
+
+@pytest.fixture
+def tiny_clip(tmp_path):
+    """A random 1-layer open_clip model registered as 'tiny-test-clip', saved to a local file."""
+    import json
+
+    import open_clip
+
+    tiny = {
+        "embed_dim": 16,
+        "vision_cfg": {"image_size": 32, "layers": 1, "width": 32, "patch_size": 16, "head_width": 16},
+        "text_cfg": {"context_length": 8, "vocab_size": 64, "width": 16, "heads": 1, "layers": 1},
+    }
+    (tmp_path / "configs").mkdir()
+    (tmp_path / "configs" / "tiny-test-clip.json").write_text(json.dumps(tiny))
+    open_clip.add_model_config(tmp_path / "configs")
+    torch.manual_seed(0)
+    model = open_clip.create_model("tiny-test-clip")
+    torch.save(model.state_dict(), tmp_path / "clip.pt")
+    return "tiny-test-clip", tmp_path / "clip.pt"

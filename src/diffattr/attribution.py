@@ -116,3 +116,9 @@ def pixel_similarity(targets: np.ndarray, train: np.ndarray) -> np.ndarray:
         return flat / np.maximum(np.linalg.norm(flat, axis=1, keepdims=True), 1e-12)
 
     return unit(targets) @ unit(train).T
+
+
+def ensemble_scores(members: Sequence[tuple[TrakScorer, np.ndarray]], lambda_rel: float) -> np.ndarray:
+    """Mean of the members' TRAK scores (T, N): each member is a scorer on one independently trained
+    model's train features with that model's target features (D-TRAK's ensembles over S models)."""
+    return np.mean([scorer.scores(targets, lambda_rel) for scorer, targets in members], axis=0)

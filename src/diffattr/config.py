@@ -151,5 +151,38 @@ def _check_references(config: dict) -> None:
     for prefix, data in (("", config["data"]), ("shapley.", config["shapley"].get("data"))):
         if data and data["source"] in ("cifar10", "cifar100") and len(data["classes"]) < 2:
             raise InputError(f"config key '{prefix}data.classes': give at least two classes")
+    _check_counterfactual(config)
+    for name, method in config["methods"].items():
+        if method.get("ensemble", 1) > 1 and method["kind"] != "trak":
+            raise InputError(f"config key 'methods.{name}.ensemble': only kind trak averages over models")
     if not config["lds"]["enabled"] and not config["shapley"]["enabled"]:
         raise InputError("config keys 'lds.enabled' and 'shapley.enabled': both false, nothing to run")
+
+
+def _check_counterfactual(config: dict) -> None:
+    """The counterfactual's methods exist, leave room for its random baseline, and its sizes fit the data."""
+    cf = config["counterfactual"]
+    if not (cf["enabled"] and config["lds"]["enabled"]):
+        return
+    if "random" in config["methods"]:
+        raise InputError(
+            "config key 'methods.random': the name is reserved for the counterfactual's random baseline"
+        )
+    for name in cf["methods"] or []:
+        if name not in config["methods"]:
+            raise InputError(
+                f"config key 'counterfactual.methods': '{name}' is not defined under 'methods' "
+                f"(defined: {sorted(config['methods'])})"
+            )
+    if cf["remove"] >= config["data"]["n_train"]:
+        raise InputError(
+            f"config key 'counterfactual.remove': {cf['remove']} is not below data.n_train "
+            f"({config['data']['n_train']})"
+        )
+    n_gen = config["generate"]["num_images"]
+    reported = n_gen - int(round(config["lds"]["heldout_fraction"] * n_gen))
+    if cf["num_targets"] > reported:
+        raise InputError(
+            f"config key 'counterfactual.num_targets': {cf['num_targets']} is more than the {reported} "
+            "generated targets not held out for tuning"
+        )
