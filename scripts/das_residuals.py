@@ -1,9 +1,9 @@
 """Rule das_residuals: the full model's error on every training image at a featurizer's timesteps (DAS)."""
 
-from diffattr.das import training_errors
 from diffattr.data import read_imageset
 from diffattr.models import PixelDiffusion, resolve_device
 from diffattr.outputs import evenly_spaced_timesteps
+from diffattr.residuals import training_errors
 from diffattr.runtime import job
 from diffattr.store import write_npz
 

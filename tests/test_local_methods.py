@@ -11,12 +11,13 @@ import yaml
 from diffattr.attribution import TrakScorer
 from diffattr.checkpoints import saved_checkpoint
 from diffattr.config import validate
-from diffattr.das import das_scores, residual_weights, training_errors
+from diffattr.das import das_scores, residual_weights
 from diffattr.dominating import dominating_norm
 from diffattr.errors import InputError
 from diffattr.gradients import FeaturizerSpec, TimestepAveragedGradient
 from diffattr.influence import gradient_similarity, relative_influence, renormalized_influence, tracin
 from diffattr.outputs import OUTPUT_FUNCTIONS, evenly_spaced_timesteps, fixed_noise
+from diffattr.residuals import training_errors
 from diffattr.store import write_arrays
 
 ROOT = Path(__file__).resolve().parents[1]
