@@ -457,6 +457,11 @@ def report_inputs():
             train=out("data/train.zarr"),
             subsets=out("subsets/lds.npz"),
         )
+    if config["lds"]["enabled"] and COUNTERFACTUAL["enabled"]:
+        inputs.update(
+            counterfactual=out("metrics/counterfactual.csv"),
+            counterfactual_summary=out("metrics/counterfactual_summary.csv"),
+        )
     if SHAPLEY["enabled"]:
         inputs.update(
             values=expand(

@@ -96,3 +96,28 @@ def test_retraining_with_nothing_removed_regenerates_the_original_image():
     keep[:3] = False
     _, _, changed = retrain_and_regenerate(images, keep, *args[2:])
     assert not np.array_equal(image, changed)
+
+
+def test_report_section_shows_the_summary_and_the_figure(tmp_path):
+    from pathlib import Path
+
+    from diffattr.counterfactual import counterfactual_figure
+    from diffattr.report import Report, counterfactual_section
+
+    per_target = pd.DataFrame({"method": ["A", "random"], "removed": [3, 3], "pixel_l2": [2.0, 1.0]})
+    per_target.to_csv(tmp_path / "counterfactual.csv", index=False)
+    summarize(per_target, ["pixel_l2"], 20, 0.9, 0).to_csv(tmp_path / "summary.csv", index=False)
+    images = np.zeros((1, 1, 4, 4), np.uint8)
+    counterfactual_figure(
+        images,
+        {"A": images, "random": images},
+        {"A": np.ones(1), "random": np.ones(1)},
+        tmp_path / "report" / "figures" / "counterfactual.png",
+    )
+    inputs = {
+        "counterfactual": str(tmp_path / "counterfactual.csv"),
+        "counterfactual_summary": str(tmp_path / "summary.csv"),
+    }
+    section = counterfactual_section(Report(Path(tmp_path / "report"), inputs, {}, {}))
+    assert "figures/counterfactual.png" in section.body and "pixel_l2_ci_low" in section.body
+    assert counterfactual_section(Report(Path(tmp_path / "report"), {}, {}, {})) is None
