@@ -88,7 +88,10 @@ def tiny_run(tmp_path_factory):
 def test_tiny_run_writes_every_declared_output(tiny_run):
     out = tiny_run / "results" / "tiny"
     lds = pd.read_csv(out / "metrics" / "lds.csv")
-    assert set(lds["method"]) == {"TRAK", "D-TRAK", "pixel"} and set(lds["split"]) == {"val", "gen"}
+    local = {"DAS", "DAS-leverage", "TracIn", "ReTrac", "relative-IF", "renormalized-IF", "grad-cosine"}
+    assert {"TRAK", "D-TRAK", "pixel", *local} <= set(lds["method"]) and set(lds["split"]) == {"val", "gen"}
+    dominating = pd.read_csv(out / "metrics" / "dominating_norm.csv")
+    assert set(dominating["method"]) == set(lds["method"]) and (dominating["distinct"] >= 1).all()
     assert {
         "method",
         "split",
@@ -118,8 +121,10 @@ def test_snakemakes_own_report_of_a_finished_run(tiny_run, tmp_path):
 @pytest.mark.slow
 def test_changing_gradient_timesteps_reruns_only_what_depends_on_them(tiny_run):
     jobs = planned_after_change(tiny_run, TINY, {"featurizers": {"trak": {"timesteps": 6}}})
-    assert set(jobs) == {"featurize", "trak_scores", "lds", "report", "all"}
+    rescored = {"trak_scores", "local_scores", "dominating_norm"}
+    assert set(jobs) == {"featurize", *rescored, "lds", "report", "all"}
     assert jobs["featurize"] == 4 and jobs["trak_scores"] == 2  # trak only: 2 train + val + gen shards
+    assert jobs["local_scores"] == 3 * 2  # relative-IF, renormalized-IF, grad-cosine reuse trak's gradients
 
 
 @pytest.mark.slow

@@ -23,6 +23,9 @@ TINY = {
     "featurizers": {
         "trak": {"output": "loss", "timesteps": 5, "dim": 64},
         "dtrak": {"output": "squared_norm", "timesteps": 5, "dim": 64},
+        "das": {"output": "mean", "timesteps": 5, "dim": 64},
+        "tracin": {"output": "loss", "timesteps": 5, "dim": 64},
+        "retrac": {"output": "loss", "timesteps": 5, "dim": 64},
     },
     "featurize": {"shard_size": 20},
     "evaluate": {"bootstrap": 50},
