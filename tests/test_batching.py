@@ -1,8 +1,8 @@
 """Several tiny models per job: each model is bitwise the one made alone, and batches cover every model."""
 
 import copy
-import math
 import random
+import re
 
 import numpy as np
 import pytest
@@ -12,13 +12,7 @@ from diffattr.batching import each_model
 from diffattr.models import PixelDiffusion, build_scheduler, build_unet
 from diffattr.training import train
 from tests.conftest import TINY_MODEL
-from tests.workflow_helpers import (
-    TINY_SHAPLEY,
-    deep_update,
-    make_workspace,
-    planned_jobs,
-    stage_jobs,
-)
+from tests.workflow_helpers import TINY_SHAPLEY, deep_update, make_workspace, snakemake
 
 TRAIN = {
     "steps": 3,
@@ -65,21 +59,44 @@ def test_a_batch_needs_one_output_per_model():
         list(each_model([{}, {}], ["one"]))
 
 
-def coalition_jobs(workdir, per_job):
-    config = deep_update(copy.deepcopy(TINY_SHAPLEY), {"shapley": {"models_per_job": per_job}})
-    make_workspace(workdir, config)
-    return planned_jobs(workdir)
+def planned_outputs(workdir, models_per_job):
+    """Rule -> [outputs of each planned job] of a dry run of the tiny contributor branch."""
+    config = deep_update(copy.deepcopy(TINY_SHAPLEY), {"shapley": {"models_per_job": models_per_job}})
+    result = snakemake(make_workspace(workdir, config), "-n")
+    jobs, rule = {}, None
+    for line in (result.stdout + result.stderr).splitlines():
+        if match := re.fullmatch(r"(?:local)?rule (\w+):", line.strip()):
+            rule = match.group(1)
+        elif rule and line.strip().startswith("output: "):
+            jobs.setdefault(rule, []).append(line.strip().removeprefix("output: ").split(", "))
+            rule = None
+    return jobs
+
+
+def stage_outputs(jobs, stage):
+    return sorted(
+        path
+        for rule, outputs in jobs.items()
+        if re.fullmatch(rf"{stage}(_batch\d+)?", rule)
+        for job in outputs
+        for path in job
+    )
 
 
 def test_coalition_batches_make_every_model_once_in_fewer_jobs(tmp_path):
-    alone = coalition_jobs(tmp_path, 1)
-    batched = coalition_jobs(tmp_path, 4)
-    # per way: 4 fit coalitions + empty + full; retrain also 3 held-out; counterfactual top/bottom per way
-    groups = {"sparse_ft": 6, "retrain": 6 - 1 + 3, "cf-sparse_ft": 2, "cf-retrain": 2}
-    assert alone["coalition_model"] == sum(groups.values()) + 1 == 19
-    assert stage_jobs(batched)["coalition_model"] == 1 + sum(math.ceil(n / 4) for n in groups.values())
-    groups["retrain"] += 1  # the full model's property joins its way's batches; its model keeps a job
-    assert stage_jobs(batched)["coalition_property"] == sum(math.ceil(n / 4) for n in groups.values())
-    assert {k: v for k, v in stage_jobs(batched).items() if not k.startswith("coalition_")} == {
-        k: v for k, v in alone.items() if not k.startswith("coalition_")
-    }
+    alone, batched = planned_outputs(tmp_path, 1), planned_outputs(tmp_path, 4)
+    for stage in ("coalition_model", "coalition_property"):
+        assert stage_outputs(batched, stage) == stage_outputs(alone, stage)
+        assert len(set(stage_outputs(batched, stage))) == len(alone[stage])
+        batches = [job for rule, jobs in batched.items() if rule.startswith(f"{stage}_batch") for job in jobs]
+        assert len(batches) < len(alone[stage]) and all(len(job) <= 4 for job in batches)
+        for job in batches:  # one way per batch; counterfactual retrains (they need values) by themselves
+            ways = {re.search(r"/(sparse_ft|retrain)/([\w-]+)/seed", path).groups() for path in job}
+            assert len({how for how, _ in ways}) == 1
+            assert len({c.startswith(("top-", "bottom-")) for _, c in ways}) == 1
+    # the full model, which pruning starts from, keeps a job of its own
+    assert batched["coalition_model"] == [
+        ["results/tiny-shapley/shapley/models/coalition/retrain/full/seed0"]
+    ]
+    others = {rule for rule in batched if not rule.startswith("coalition_")}
+    assert {rule: len(batched[rule]) for rule in others} == {rule: len(alone[rule]) for rule in others}
