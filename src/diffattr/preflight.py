@@ -289,6 +289,7 @@ def needed_files(config: dict, rules: set[str]) -> list[tuple[str, str]]:
                 (f"{key}.image_folder.path", folder["path"]),
                 (f"{key}.image_folder.metadata", folder["metadata"]),
             ]
+    files += model_weights(config, rules)
     prop = shapley["property"]
     if shapley["enabled"] and rules & {"coalition_property", "reference_features"}:
         if prop["name"] == "aesthetic":
@@ -298,6 +299,25 @@ def needed_files(config: dict, rules: set[str]) -> list[tuple[str, str]]:
             files.append(
                 ("shapley.property.inception_path", str(path / INCEPTION_FILE if path.is_dir() else path))
             )
+    return files
+
+
+def model_weights(config: dict, rules: set[str]) -> list[tuple[str, str]]:
+    """(config key, path) of the local weights a model family loads (autoencoder, Stable Diffusion
+    snapshot), for the branches whose model-building rules are about to run; a missing key is an error."""
+    shapley = config["shapley"]
+    branches = [("model", config["model"], ("train_",))]
+    if shapley["enabled"]:
+        key = "shapley.model" if shapley.get("model") else "model"
+        branches.append((key, shapley.get("model") or config["model"], ("coalition_model", "prune")))
+    files = []
+    for key, model, prefixes in branches:
+        weights = {"latent": "vae", "lora": "pretrained"}.get(model.get("family", "pixel"))
+        if weights is None or not any(rule.startswith(prefixes) for rule in rules):
+            continue
+        if not model.get(weights):
+            raise InputError(f"config key '{key}.{weights}': required by family {model['family']!r}")
+        files.append((f"{key}.{weights}", model[weights]))
     return files
 
 
