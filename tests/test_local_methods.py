@@ -4,6 +4,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 import yaml
@@ -12,7 +13,7 @@ from diffattr.attribution import TrakScorer
 from diffattr.checkpoints import saved_checkpoint
 from diffattr.config import validate
 from diffattr.das import das_scores, residual_weights
-from diffattr.dominating import dominating_norm
+from diffattr.dominating import dominating_norm, dominating_norm_figure
 from diffattr.errors import InputError
 from diffattr.gradients import FeaturizerSpec, TimestepAveragedGradient
 from diffattr.influence import gradient_similarity, relative_influence, renormalized_influence, tracin
@@ -163,3 +164,15 @@ def test_local_methods_config_errors_name_the_key(extra, message):
     config["train"].update(extra.get("train", {}))
     with pytest.raises(InputError, match=message.replace(".", r"\.")):
         validate(config)
+
+
+def test_dominating_norm_figure_is_written(tmp_path):
+    table = pd.DataFrame(
+        [
+            {"method": m, "split": s, "distinct_share": 0.5, "most_frequent_share": 0.2}
+            for m in ("TRAK", "ReTrac")
+            for s in ("val", "gen")
+        ]
+    )
+    dominating_norm_figure(table, tmp_path / "figure.png")
+    assert (tmp_path / "figure.png").read_bytes()[:4] == b"\x89PNG"
