@@ -83,7 +83,6 @@ class TrakScorer:
         weighted = ((targets @ self.eigvecs) * inv) @ self.eigvecs.T
         return np.concatenate([weighted @ self._load(i).T for i in range(len(self.shards))], axis=1)
 
-
     @cached_property
     def squared_coordinates(self) -> np.ndarray:
         """c_ij^2 (N, r): squared coordinate of train feature i along the kernel's eigenvector j.
