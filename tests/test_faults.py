@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import copy
+import json
 import os
 import random
 import signal
@@ -24,8 +25,17 @@ TARGETS = [
     "results/faults/scores/TRAK/gen.zarr",
     "results/faults/shapley/values/kernelshap-sparse_ft.csv",
 ]
-# Files that record wall-clock seconds, so differ between any two runs.
-TIMED = {"training.json", "coalition.json", "pruning.json"}
+
+
+def timeless(node: object) -> object:
+    """A JSON value without its wall-clock entries (seconds, *_seconds, *_s), which differ between runs."""
+    if isinstance(node, dict):
+        return {
+            k: timeless(v) for k, v in node.items() if not (k == "seconds" or k.endswith(("_seconds", "_s")))
+        }
+    if isinstance(node, list):
+        return [timeless(v) for v in node]
+    return node
 
 
 def fault_config() -> dict:
@@ -124,15 +134,17 @@ def kill_during_each_stage(workdir: Path, rng: random.Random) -> tuple[int, dict
 
 
 def comparable(workdir: Path) -> dict[str, bytes]:
-    """Bytes of every result file except logs, benchmarks and the files that record seconds."""
+    """Bytes of every result file except logs and benchmarks; JSON without its wall-clock entries."""
     out = workdir / "results" / "faults"
-    return {
-        str(path.relative_to(out)): path.read_bytes()
-        for path in sorted(out.rglob("*"))
-        if path.is_file()
-        and path.relative_to(out).parts[0] not in ("logs", "benchmarks")
-        and path.name not in TIMED
-    }
+    files = {}
+    for path in sorted(out.rglob("*")):
+        if not path.is_file() or path.relative_to(out).parts[0] in ("logs", "benchmarks"):
+            continue
+        data = path.read_bytes()
+        if path.suffix == ".json":
+            data = json.dumps(timeless(json.loads(data)), sort_keys=True).encode()
+        files[str(path.relative_to(out))] = data
+    return files
 
 
 @pytest.mark.slow
