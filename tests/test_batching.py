@@ -12,7 +12,8 @@ from diffattr.batching import each_model
 from diffattr.models import PixelDiffusion, build_scheduler, build_unet
 from diffattr.training import train
 from tests.conftest import TINY_MODEL
-from tests.workflow_helpers import TINY_SHAPLEY, deep_update, make_workspace, snakemake
+from tests.workflow_helpers import TINY_SHAPLEY, deep_update, make_workspace, stage_outputs
+from tests.workflow_helpers import planned_outputs as workflow_planned_outputs
 
 TRAIN = {
     "steps": 3,
@@ -62,25 +63,7 @@ def test_a_batch_needs_one_output_per_model():
 def planned_outputs(workdir, models_per_job):
     """Rule -> [outputs of each planned job] of a dry run of the tiny contributor branch."""
     config = deep_update(copy.deepcopy(TINY_SHAPLEY), {"shapley": {"models_per_job": models_per_job}})
-    result = snakemake(make_workspace(workdir, config), "-n")
-    jobs, rule = {}, None
-    for line in (result.stdout + result.stderr).splitlines():
-        if match := re.fullmatch(r"(?:local)?rule (\w+):", line.strip()):
-            rule = match.group(1)
-        elif rule and line.strip().startswith("output: "):
-            jobs.setdefault(rule, []).append(line.strip().removeprefix("output: ").split(", "))
-            rule = None
-    return jobs
-
-
-def stage_outputs(jobs, stage):
-    return sorted(
-        path
-        for rule, outputs in jobs.items()
-        if re.fullmatch(rf"{stage}(_batch\d+)?", rule)
-        for job in outputs
-        for path in job
-    )
+    return workflow_planned_outputs(make_workspace(workdir, config))
 
 
 def test_coalition_batches_make_every_model_once_in_fewer_jobs(tmp_path):

@@ -17,7 +17,9 @@ from tests.workflow_helpers import (
     deep_update,
     make_workspace,
     planned_jobs,
+    planned_outputs,
     snakemake,
+    stage_outputs,
 )
 
 
@@ -39,7 +41,7 @@ def test_cifar2_preset_dry_run_lists_the_paper_jobs(tmp_path):
 def test_cifar20_shapley_preset_dry_run_lists_the_coalition_jobs(tmp_path):
     workdir = make_workspace(tmp_path)
     jobs = planned_jobs(workdir, "--configfile", str(ROOT / "experiments" / "cifar20-shapley.yaml"))
-    fit = 300 + 2  # KernelSHAP coalitions + empty + full, for each of the 4 ways
+    fit = 300 + 100 + 2  # KernelSHAP coalitions + the datamodel's own + empty + full, for each of the 4 ways
     retrained = 100 * 3 + 4 * 2 * 3 + 2  # held-out x seeds, top/bottom per way x seeds, full x other seeds
     assert jobs["coalition_model"] == 4 * fit + retrained
     assert jobs["coalition_property"] == jobs["coalition_model"]
@@ -50,7 +52,7 @@ def test_cifar20_shapley_preset_dry_run_lists_the_coalition_jobs(tmp_path):
 def test_image_folder_template_dry_run_values_artists(tmp_path):
     workdir = make_workspace(tmp_path)
     jobs = planned_jobs(workdir, "--configfile", str(ROOT / "experiments" / "artists-shapley.yaml"))
-    assert jobs["coalition_model"] == 2 * 302 + 100 * 3 + 2 * 2 * 3 + 2
+    assert jobs["coalition_model"] == 2 * 402 + 100 * 3 + 2 * 2 * 3 + 2
     assert jobs["contributors"] == 1 and jobs["shapley_values"] == 2 * 2
 
 
@@ -70,11 +72,12 @@ def finished_workspace(tmp_path_factory, name, config):
     return workdir
 
 
-def planned_after_change(workdir, config, change):
-    """Jobs a dry run plans once `change` is deep-merged into `config`; the config is restored after."""
+def planned_after_change(workdir, config, change, planned=planned_jobs):
+    """Jobs a dry run plans (`planned`: counts per rule, or outputs per job with planned_outputs) once
+    `change` is deep-merged into `config`; the config is restored after."""
     make_workspace(workdir, deep_update(copy.deepcopy(config), change))
     try:
-        return planned_jobs(workdir)
+        return planned(workdir)
     finally:
         make_workspace(workdir, config)
 
@@ -114,8 +117,6 @@ def test_snakemakes_own_report_of_a_finished_run(tiny_run, tmp_path):
     snakemake(tiny_run, "--report", str(tmp_path / "report.html"))
     text = (tmp_path / "report.html").read_text()
     assert "top_attributions.png" in text and "lds.csv" in text
-
-
 
 
 @pytest.mark.slow
@@ -181,10 +182,18 @@ def test_tiny_shapley_run_writes_values_metrics_and_report(tiny_shapley_run):
 @pytest.mark.slow
 def test_changing_the_property_remeasures_without_retraining(tiny_shapley_run):
     jobs = planned_after_change(
-        tiny_shapley_run, TINY_SHAPLEY, {"shapley": {"property": {"name": "entropy"}}}
+        tiny_shapley_run,
+        TINY_SHAPLEY,
+        {"shapley": {"property": {"name": "entropy"}}},
+        planned=planned_outputs,
     )
+    properties = stage_outputs(jobs, "coalition_property")
     # only the counterfactual retrains (their coalitions come from the values) are trained again
-    assert jobs["coalition_model"] == 2 * 2 and "prune" not in jobs and "train_classifier" not in jobs
-    assert (
-        jobs["coalition_property"] == 2 * 6 + 3 + 2 * 2
-    )  # fit models of both ways, held-out, counterfactual
+    assert set(stage_outputs(jobs, "coalition_model")) == {
+        f"results/tiny-shapley/shapley/models/coalition/retrain/{side}-{how}/seed0"
+        for side in ("top", "bottom")
+        for how in ("sparse_ft", "retrain")
+    }
+    assert "prune" not in jobs and "train_classifier" not in jobs
+    # fit (4 + 2 datamodel + empty + full) models of both ways, held-out, counterfactual
+    assert len(set(properties)) == len(properties) == 2 * 8 + 3 + 2 * 2

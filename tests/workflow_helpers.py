@@ -43,6 +43,9 @@ TINY_SHAPLEY = {
         "train": {"steps": 20, "batch_size": 16},
         "num_coalitions": 4,
         "heldout": {"num_coalitions": 3, "seeds": [0]},
+        "models_per_job": 8,  # coalition models and properties in batch jobs, as the demo makes them
+        "contributors": {"planted": {"ids": [2], "corruption": "shuffle"}},
+        "datamodel": {"num_coalitions": 2, "alpha": 0.34},  # single contributors: no held-out overlap
         "pruning": {"steps": 5},
         "finetune": {"steps": 5},
         "property": {"num_images": 12, "num_inference_steps": 3},
@@ -94,6 +97,31 @@ def stage_jobs(jobs: dict[str, int]) -> dict[str, int]:
         stage = re.sub(r"_batch\d+$", "", rule)
         counts[stage] = counts.get(stage, 0) + count
     return counts
+
+
+def planned_outputs(workdir: Path, *args: str) -> dict[str, list[list[str]]]:
+    """Rule -> the outputs of each job a dry run plans (a batch rule's job lists several)."""
+    result = snakemake(workdir, *args, "-n")
+    jobs: dict[str, list[list[str]]] = {}
+    rule = None
+    for line in (result.stdout + result.stderr).splitlines():
+        if match := re.fullmatch(r"(?:local)?rule (\w+):", line.strip()):
+            rule = match.group(1)
+        elif rule and line.strip().startswith("output: "):
+            jobs.setdefault(rule, []).append(line.strip().removeprefix("output: ").split(", "))
+            rule = None
+    return jobs
+
+
+def stage_outputs(jobs: dict[str, list[list[str]]], stage: str) -> list[str]:
+    """Every output that the jobs of rule `stage` and of its batch rules (`{stage}_batch{b}`) plan, sorted."""
+    return sorted(
+        path
+        for rule, outputs in jobs.items()
+        if re.fullmatch(rf"{stage}(_batch\d+)?", rule)
+        for job in outputs
+        for path in job
+    )
 
 
 def planned_jobs(workdir: Path, *args: str) -> dict[str, int]:
