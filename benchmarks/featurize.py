@@ -22,11 +22,14 @@ import numpy as np
 import torch
 import yaml
 
+from diffattr.families import build_model
+from diffattr.families.base import DiffusionModel
 from diffattr.gradients import FeaturizerSpec, featurize, make_projector
 from diffattr.models import PixelDiffusion, build_scheduler, build_unet
 from diffattr.outputs import OUTPUT_FUNCTIONS, evenly_spaced_timesteps, fixed_noise
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # the tiny Stable Diffusion of the tests (tests/tiny_sd.py)
 RESULTS = ROOT / "benchmarks" / "results"
 K, DIM = 10, 4096
 
@@ -40,6 +43,8 @@ MODELS = {
         32,
         {"train": 4, "reference": 2, "diffattr": 8},
     ),
+    # the tiny text-conditioned UNet of the tests with LoRA adapters: featurized = the LoRA weights only
+    "lora": (None, 8, 3, 32, {"train": 40, "diffattr": 64}),
 }
 # The reference's vmap batch, and how many of its projector's blocks are timed. On the CPU the TRAK
 # BasicProjector regenerates a (parameters x 100) Gaussian block for each of its k / 100 blocks at every
@@ -51,11 +56,14 @@ REFERENCE = {"demo": {"batch": 4, "blocks": None}, "paper": {"batch": 2, "blocks
 CASES = {
     "demo": ["train", "reference", "diffattr", "diffattr-gaussian"],
     "paper": ["train", "reference", "diffattr"],
+    "lora": ["train", "diffattr"],
 }
 
 
-def build(name: str) -> tuple[PixelDiffusion, torch.Tensor]:
+def build(name: str) -> tuple[DiffusionModel, torch.Tensor]:
     source, size, channels, _, counts = MODELS[name]
+    if name == "lora":
+        return build_lora(size, counts)
     defaults = yaml.safe_load((ROOT / "workflow" / "schemas" / "config.schema.yaml").read_text())
     model_cfg = {k: v["default"] for k, v in defaults["properties"]["model"]["properties"].items()}
     model_cfg.update(yaml.safe_load(source.read_text())["model"])
@@ -69,16 +77,31 @@ def build(name: str) -> tuple[PixelDiffusion, torch.Tensor]:
     return model, images
 
 
-def bench_train(model: PixelDiffusion, images: torch.Tensor, batch: int, steps: int) -> dict:
-    """A batched training step: forward, backward, AdamW update."""
-    unet = model.unet.train()
-    opt = torch.optim.AdamW(unet.parameters(), 1e-4, foreach=True)
+def build_lora(size: int, counts: dict) -> tuple[DiffusionModel, torch.Tensor]:
+    """The tests' tiny Stable Diffusion snapshot (made in a temporary folder) with rank-4 LoRA adapters."""
+    import tempfile
+
+    from tests.tiny_sd import LORA, tiny_stable_diffusion
+
+    snapshot = tiny_stable_diffusion(Path(tempfile.mkdtemp()) / "sd")
+    model = build_model({"family": "lora", "pretrained": str(snapshot), "lora": LORA}, {}, (3, size, size))
+    images = torch.rand(2 * max(counts.values()), 3, size, size, generator=torch.Generator().manual_seed(1))
+    return model, images * 2 - 1
+
+
+def bench_train(model: DiffusionModel, images: torch.Tensor, batch: int, steps: int) -> dict:
+    """A batched training step of the trainable parameters: encode, forward, backward, AdamW update."""
+    model.unet.train()
+    opt = torch.optim.AdamW(model.trainable_parameters(), 1e-4, foreach=True)
     x0 = images[:batch].repeat(max(1, batch // len(images) + 1), 1, 1, 1)[:batch]
+    cond = model.condition([""] * batch)
 
     def step() -> None:
-        noise = torch.randn_like(x0)
+        latents = model.encode(x0)
+        noise = torch.randn_like(latents)
         t = torch.randint(0, 1000, (batch,))
-        loss = torch.nn.functional.mse_loss(unet(model.add_noise(x0, noise, t), t).sample, noise)
+        pred = model.predict_noise(model.add_noise(latents, noise, t), t, cond)
+        loss = torch.nn.functional.mse_loss(pred, noise)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -154,7 +177,7 @@ def bench_reference(model: PixelDiffusion, images: torch.Tensor, batch: int, blo
     }
 
 
-def bench_diffattr(model: PixelDiffusion, images: torch.Tensor, projection: str) -> dict:
+def bench_diffattr(model: DiffusionModel, images: torch.Tensor, projection: str) -> dict:
     spec = FeaturizerSpec("squared_norm", K, DIM, projection, 0)
     projector = make_projector(model, spec)  # built once per process, like a featurize job
     featurize(model, images[:1], spec, 8, projector=projector)  # warm-up
@@ -180,7 +203,7 @@ def run_case(case: str, threads: int) -> dict:
     else:
         projection = "gaussian" if method == "diffattr-gaussian" else "sjlt"
         result = bench_diffattr(model, images[: counts["diffattr"]], projection)
-    params = sum(p.numel() for p in model.unet.parameters())
+    params = sum(p.numel() for p in model.trainable_parameters())  # LoRA: the adapters only
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return {
         "model": name,
