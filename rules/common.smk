@@ -456,6 +456,7 @@ def report_inputs():
             samples=out("samples/full.zarr"),
             train=out("data/train.zarr"),
             subsets=out("subsets/lds.npz"),
+            dominating_norm=out("metrics/dominating_norm.csv"),
         )
     if config["lds"]["enabled"] and COUNTERFACTUAL["enabled"]:
         inputs.update(
@@ -482,6 +483,7 @@ def report_inputs():
 REPORT_FIGURES = {
     "lds": "lds",
     "top_attributions": "gen_scores",
+    "dominating_norm": "dominating_norm",
     "values": "values",
     "shapley_lds": "shapley_lds",
     "contributor_counterfactual": "contributor_counterfactual",

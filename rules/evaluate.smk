@@ -95,8 +95,12 @@ rule dominating_norm:
         scores=score_paths(),
         subsets=out("subsets/lds.npz"),
     output:
-        table=out("metrics/dominating_norm.csv"),
-        figure=out("report/figures/dominating_norm.png"),
+        report(
+            out("metrics/dominating_norm.csv"),
+            caption="../workflow/report/dominating_norm_table.rst",
+            category="Tables",
+            labels={"table": "dominating norm"},
+        ),
     log:
         log_path("dominating_norm"),
     benchmark:

@@ -2,7 +2,7 @@
 
 import pandas as pd
 
-from diffattr.dominating import dominating_norm, dominating_norm_figure
+from diffattr.dominating import dominating_norm
 from diffattr.runtime import job
 from diffattr.store import read_arrays, read_npz, write_csv
 
@@ -16,6 +16,4 @@ with job(snakemake.log[0]) as log:
             scores = read_arrays(next(paths), ["scores"])["scores"][~subsets[f"heldout_{split}"]]
             rows.append({"method": method, "split": split, **dominating_norm(scores, p.top_k)})
             log.info("%s", rows[-1])
-    table = pd.DataFrame(rows)
-    write_csv(snakemake.output.table, table)
-    dominating_norm_figure(table, snakemake.output.figure)
+    write_csv(snakemake.output[0], pd.DataFrame(rows))

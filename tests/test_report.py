@@ -52,8 +52,16 @@ def write_lds_results(root: Path, rng: np.random.Generator, methods: list[str]) 
     for m in methods:
         write_arrays(root / f"{m}.zarr", {"scores": rng.normal(size=(n_gen, n_train)).astype(np.float32)})
         scores.append(str(root / f"{m}.zarr"))
+    dominating = [
+        {"method": m, "split": s, "k": 3, "n_targets": 4, "distinct": 9, "distinct_share": 0.75}
+        | {"most_frequent": 2, "most_frequent_share": 0.5}
+        for m in methods
+        for s in ("val", "gen")
+    ]
+    pd.DataFrame(dominating).to_csv(root / "dominating_norm.csv", index=False)
     return {
         "lds": str(root / "lds.csv"),
+        "dominating_norm": str(root / "dominating_norm.csv"),
         "gen_scores": scores,
         "samples": str(root / "samples.zarr"),
         "train": str(root / "train.zarr"),
@@ -190,6 +198,7 @@ def test_both_branches_give_every_section_and_figure(results, tmp_path):
     assert shown == [
         "Linear datamodeling score",
         "Top-attributed training images",
+        "Dominating norm: the same training images for every target?",
         "Contributor values",
         "Shapley LDS",
         "Agreement with retraining",
@@ -200,7 +209,10 @@ def test_both_branches_give_every_section_and_figure(results, tmp_path):
     ]
     text = page.read_text()
     figures = set(re.findall(r'src="figures/(\w+)\.png"', text))
-    assert figures == {"lds", "top_attributions", "values", "shapley_lds", "contributor_counterfactual"}
+    assert figures == {
+        *("lds", "top_attributions", "dominating_norm"),
+        *("values", "shapley_lds", "contributor_counterfactual"),
+    }
     assert all((page.parent / "figures" / f"{name}.png").stat().st_size > 1000 for name in figures)
     assert config_hash(results["config"]) in text and "Pruning removed 50% of channels" in text
     assert "a contributor with a long name 11" in text

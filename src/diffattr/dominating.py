@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
-import pandas as pd
 
 from diffattr.errors import InputError
 
@@ -38,25 +35,3 @@ def dominating_norm(scores: np.ndarray, k: int) -> dict:
         "most_frequent_share": float(counts[most] / len(scores)),
     }
 
-
-def dominating_norm_figure(table: pd.DataFrame, path: str | Path) -> None:
-    """Two bar charts per method and split: share of distinct top-k images, share of the most frequent one."""
-    from diffattr.report import plt, save_figure
-
-    methods = list(dict.fromkeys(table["method"]))
-    splits = list(dict.fromkeys(table["split"]))
-    x = np.arange(len(methods))
-    width = 0.8 / len(splits)
-    fig, axes = plt.subplots(1, 2, figsize=(max(6.0, 1.1 * len(methods)) * 1.6, 3.6))
-    for ax, column, title in [
-        (axes[0], "distinct_share", "distinct top-k images / max possible"),
-        (axes[1], "most_frequent_share", "targets whose top-k holds the most frequent image"),
-    ]:
-        for s, split in enumerate(splits):
-            rows = table[table["split"] == split].set_index("method").reindex(methods)
-            ax.bar(x + (s - (len(splits) - 1) / 2) * width, rows[column], width, label=split)
-        ax.set_xticks(x, methods, rotation=30, ha="right")
-        ax.set_ylim(0, 1)
-        ax.set_title(title, fontsize=9)
-    axes[0].legend()
-    save_figure(fig, path)

@@ -206,6 +206,28 @@ def lds_figure(lds: pd.DataFrame) -> plt.Figure:
     return fig
 
 
+def dominating_norm_figure(table: pd.DataFrame) -> plt.Figure:
+    """Per method and target split: the share of distinct top-k training images, and the share of targets
+    whose top-k holds the most frequent one (the dominating-norm diagnostic)."""
+    methods = list(dict.fromkeys(table["method"]))
+    splits = list(dict.fromkeys(table["split"]))
+    height = 1.4 + 0.3 * len(methods) * len(splits)
+    fig, axes = plt.subplots(1, 2, figsize=(MAX_WIDTH_IN, height), layout="constrained", sharey=True)
+    for ax, column, label in [
+        (axes[0], "distinct_share", "distinct top-k images / maximum possible"),
+        (axes[1], "most_frequent_share", "targets whose top-k holds the most frequent image"),
+    ]:
+        series = {}
+        for split in splits:
+            part = table[table["split"] == split].set_index("method").reindex(methods)
+            series[f"{split} targets"] = (part[column].to_numpy(), np.zeros(len(methods)))
+        grouped_bars(ax, methods, series, horizontal=True)
+        ax.set_xlim(0, 1)
+        ax.set_xlabel(label)
+    figure_legend(fig, axes[0])
+    return fig
+
+
 def top_attributions_figure(
     targets: np.ndarray, train: np.ndarray, scores: dict[str, np.ndarray], top: int = 4, max_columns: int = 13
 ) -> plt.Figure:
@@ -351,6 +373,23 @@ def top_attributions_section(report: Report) -> Section | None:
         top_attributions_figure(targets, train, scores), "top_attributions", sources, caption
     )
     return Section("top-attributions", "Top-attributed training images", body)
+
+
+def dominating_norm_section(report: Report) -> Section | None:
+    """The dominating-norm diagnostic: do a few training images top most targets' lists?"""
+    path = report.input("dominating_norm")
+    if path is None:
+        return None
+    table = pd.read_csv(path)
+    caption = "Distinct training images in the reported targets' top-k, and the most frequent one's share"
+    body = f"""<p>For each method and target split, over the reported targets: how many distinct training
+images appear in their top-{int(table["k"].iloc[0])} (as a share of the most possible), and which image
+appears most often, with the share of targets whose top-k holds it. A few large-gradient-norm images at the
+top of every list (the "dominating norm" effect that ReTrac corrects) show as a low distinct share and a
+high most-frequent share.</p>
+{report.figure(dominating_norm_figure(table), "dominating_norm", [path], caption)}
+{report.table(table, [path], digits=3)}"""
+    return Section("dominating-norm", "Dominating norm: the same training images for every target?", body)
 
 
 def counterfactual_section(report: Report) -> Section | None:
@@ -590,6 +629,7 @@ def provenance_section(report: Report) -> Section:
 SECTIONS: list[Builder] = [
     lds_section,
     top_attributions_section,
+    dominating_norm_section,
     counterfactual_section,
     values_section,
     shapley_lds_section,
