@@ -34,6 +34,19 @@ def test_batched_timesteps_equal_plain_loop(tiny_model, tiny_images, output):
         torch.testing.assert_close(fast, slow, rtol=1e-4, atol=1e-6)
 
 
+@pytest.mark.parametrize("output", ["loss", "squared_norm", "elbo", "linf"])
+def test_samples_vmapped_together_equal_plain_loop(tiny_model, tiny_images, output):
+    """vmap over samples of the batched-timestep gradient (timesteps in chunks of 2 for 3 samples)."""
+    spec = FeaturizerSpec(output, timesteps=5, dim=16, projection="gaussian", seed=0)
+    tiny_model.unet.eval()
+    assert any(type(m).__name__ == "Attention" for m in tiny_model.unet.modules())  # its mid-block
+    gradient = TimestepAveragedGradient(tiny_model, spec, timestep_batch=6, samples=3)
+    fast = gradient.batch(tiny_images[:3])
+    slow = torch.stack([plain_loop_gradient(tiny_model, image, spec) for image in tiny_images[:3]])
+    torch.testing.assert_close(fast, slow, rtol=1e-4, atol=1e-6)
+    assert TimestepAveragedGradient(tiny_model, spec).samples == 51  # 256 // 5 for K = 5
+
+
 def test_featurize_projects_the_per_sample_gradients(tiny_model, tiny_images):
     spec = FeaturizerSpec("squared_norm", timesteps=5, dim=32, projection="rademacher", seed=3)
     tiny_model.unet.eval()
