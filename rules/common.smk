@@ -198,16 +198,46 @@ def counterfactual_jobs():
     ]
 
 
-def counterfactual_model_inputs(wildcards):
-    """Data, held-out mask, the targets' seeds, and (unless random) the method's generated-target scores."""
-    inputs = {
+# Empirical influence and datamodels (rules/datamodel.smk): retrains on their own subsets.
+DATAMODEL = config["datamodel"]
+
+
+def datamodel_output_paths():
+    return [
+        out(f"outputs/datamodel/{m}/seed{s}.npz")
+        for m in range(DATAMODEL["num_subsets"])
+        for s in DATAMODEL["train_seeds"]
+    ]
+
+
+def counterfactual_spec(method, j):
+    """What one counterfactual model needs: its method, target slot, scores file and random seed."""
+    return {
+        "method": method,
+        "slot": j,
+        "scores": None if method == "random" else out(f"scores/{method}/gen.zarr"),
+        "random_seed": COUNTERFACTUAL["seed"] if method == "random" else None,
+    }
+
+
+def counterfactual_batch_inputs(jobs):
+    """Data, held-out mask, the targets' seeds, and the generated-target scores of the methods in `jobs`."""
+    specs = [counterfactual_spec(method, j) for method, j in jobs]
+    return {
         "train": out("data/train.zarr"),
         "subsets": out("subsets/lds.npz"),
         "samples": out("samples/full.zarr"),
+        "scores": sorted({s["scores"] for s in specs if s["scores"]}),
     }
-    if wildcards.cf_method != "random":
-        inputs["scores"] = out(f"scores/{wildcards.cf_method}/gen.zarr")
-    return inputs
+
+
+def counterfactual_model_inputs(wildcards):
+    return counterfactual_batch_inputs([(wildcards.cf_method, int(wildcards.j))])
+
+
+def counterfactual_batches():
+    """Counterfactual retrains grouped lds.models_per_job to a job (counterfactual_model_batch*)."""
+    return batches(counterfactual_jobs(), config["lds"]["models_per_job"])
 
 
 # The contributor-valuation branch (rules/unlearn.smk, rules/shapley.smk): outputs under shapley/.

@@ -6,8 +6,8 @@ rule counterfactual_model:
     input:
         unpack(counterfactual_model_inputs),
     output:
-        model=directory(out("models/counterfactual/{cf_method}/target{j}")),
-        sample=out("counterfactual/{cf_method}/target{j}.npz"),
+        models=directory(out("models/counterfactual/{cf_method}/target{j}")),
+        samples=out("counterfactual/{cf_method}/target{j}.npz"),
     log:
         log_path("counterfactual_model", "{cf_method}-target{j}"),
     benchmark:
@@ -35,6 +35,47 @@ rule counterfactual_model:
         device=config["device"],
     script:
         "../scripts/counterfactual_model.py"
+
+
+# With lds.models_per_job > 1, one job makes a batch of counterfactual models in turn, each into its own
+# outputs; Snakemake prefers these wildcard-free rules to counterfactual_model for the models they list.
+for b, batch in enumerate(counterfactual_batches()):
+
+    rule:
+        name:
+            f"counterfactual_model_batch{b}"
+        input:
+            unpack(lambda wc, batch=batch: counterfactual_batch_inputs(batch)),
+        output:
+            models=[
+                directory(out(f"models/counterfactual/{method}/target{j}"))
+                for method, j in batch
+            ],
+            samples=[
+                out(f"counterfactual/{method}/target{j}.npz") for method, j in batch
+            ],
+        log:
+            log_path("counterfactual_model", f"batch{b}"),
+        benchmark:
+            bench_path("counterfactual_model", f"batch{b}")
+        conda:
+            "../envs/diffattr.yaml"
+        threads: config["threads"]
+        resources:
+            gpu=GPU_RULE_GPUS,
+            mem_mb=config["resources"]["gpu_mem_mb"],
+            runtime=config["resources"]["train_runtime"] * len(batch),
+        params:
+            models=[counterfactual_spec(method, j) for method, j in batch],
+            num_removed=COUNTERFACTUAL["remove"],
+            model=config["model"],
+            scheduler=config["scheduler"],
+            train={**config["train"], "checkpoints": 0},
+            generate=config["generate"],
+            seed=FULL_SEED,
+            device=config["device"],
+        script:
+            "../scripts/counterfactual_model.py"
 
 
 rule counterfactual:

@@ -152,6 +152,9 @@ def _check_references(config: dict) -> None:
         if data and data["source"] in ("cifar10", "cifar100") and len(data["classes"]) < 2:
             raise InputError(f"config key '{prefix}data.classes': give at least two classes")
     _check_counterfactual(config)
+    kinds = {m["kind"] for m in config["methods"].values()}
+    if kinds & {"datamodel", "empirical_influence"} and config["datamodel"]["seed"] == config["lds"]["seed"]:
+        raise InputError("config key 'datamodel.seed': must differ from lds.seed (never the LDS subsets)")
     for name, method in config["methods"].items():
         if method.get("ensemble", 1) > 1 and method["kind"] != "trak":
             raise InputError(f"config key 'methods.{name}.ensemble': only kind trak averages over models")
