@@ -1,7 +1,8 @@
 """Rule das_residuals: the full model's error on every training image at a featurizer's timesteps (DAS)."""
 
 from diffattr.data import read_imageset
-from diffattr.models import PixelDiffusion, resolve_device
+from diffattr.families import load_model
+from diffattr.models import resolve_device
 from diffattr.outputs import evenly_spaced_timesteps
 from diffattr.residuals import training_errors
 from diffattr.runtime import job
@@ -9,9 +10,9 @@ from diffattr.store import write_npz
 
 with job(snakemake.log[0], snakemake.threads) as log:
     p = snakemake.params
-    model = PixelDiffusion.from_pretrained(snakemake.input.model).to(resolve_device(p.device))
-    images = read_imageset(snakemake.input.train).tensor()
+    model = load_model(snakemake.input.model).to(resolve_device(p.device))
+    data = read_imageset(snakemake.input.train)
     timesteps = evenly_spaced_timesteps(p.timesteps, model.scheduler.config.num_train_timesteps)
-    errors = training_errors(model, images, timesteps, p.noise_seed, p.batch_size)
+    errors = training_errors(model, data.tensor(), timesteps, p.noise_seed, p.batch_size, data.captions)
     write_npz(snakemake.output[0], errors=errors, timesteps=timesteps)
     log.info("errors %s, mean %.4f", errors.shape, errors.mean())

@@ -61,15 +61,12 @@ def retrain_and_regenerate(
     """
     import torch
 
-    from diffattr.models import PixelDiffusion, build_scheduler, build_unet
+    from diffattr.families import build_model
     from diffattr.sampling import ddim_sample
     from diffattr.training import train
 
     kept = torch.from_numpy(np.ascontiguousarray(images[keep])).float().div(127.5).sub(1.0)
-    model = PixelDiffusion(
-        unet=build_unet(model_config, sample_size=kept.shape[-1], channels=kept.shape[1], seed=seed),
-        scheduler=build_scheduler(scheduler_config),
-    )
+    model = build_model(model_config, scheduler_config, kept.shape[1:], seed)
     record = train(model, kept, {**train_config, "checkpoints": 0}, seed=seed, device=device)
     image = ddim_sample(
         model, np.array([image_seed]), generate_config["num_inference_steps"], generate_config["eta"], 1
