@@ -191,3 +191,29 @@ def test_caption_template_fills_metadata_columns_and_names_the_key():
     assert list(fill_captions("a {style} painting by {artist}", table)) == PROMPTS
     with pytest.raises(InputError, match="config key 'data.image_folder.caption'"):
         fill_captions("a painting by {painter}", table)
+
+
+def test_latent_family_over_a_vq_autoencoder_in_a_snapshot_folder(tmp_path):
+    from diffusers.models.autoencoders.vq_model import VQModel
+
+    torch.manual_seed(0)
+    vq = VQModel(
+        in_channels=3,
+        out_channels=3,
+        down_block_types=("DownEncoderBlock2D", "DownEncoderBlock2D"),
+        up_block_types=("UpDecoderBlock2D", "UpDecoderBlock2D"),
+        block_out_channels=(8, 8),
+        latent_channels=3,
+        num_vq_embeddings=16,
+        norm_num_groups=4,
+        sample_size=8,
+    )
+    vq.save_pretrained(tmp_path / "ldm" / "vqvae")  # the layout of an LDM snapshot
+    model = build_model(
+        {**TINY_MODEL, "family": "latent", "vae": str(tmp_path / "ldm")}, SCHEDULER, (3, 8, 8), 0
+    )
+    images = torch.rand(2, 3, 8, 8, generator=torch.Generator().manual_seed(3)) * 2 - 1
+    torch.testing.assert_close(model.encode(images), vq.encode(images).latents * vq.config.scaling_factor)
+    assert model.latent_shape == (3, 4, 4)
+    samples = ddim_sample(model, np.array([1, 2]), num_inference_steps=2, eta=0.0, batch_size=2)
+    assert samples.shape == (2, 3, 8, 8)
