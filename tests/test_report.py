@@ -346,7 +346,7 @@ def test_report_fits_1280_px_and_every_image_loads_in_chromium(results, tmp_path
     measured = measure_in_chromium(page)
     assert measured["innerWidth"] == VIEWPORT
     assert measured["scrollWidth"] <= VIEWPORT, f"page wider than the window: {measured['wide']}"
-    assert len(measured["images"]) == 5
+    assert len(measured["images"]) == page.read_text().count("<img ") >= 5
     for image in measured["images"]:
         assert image["complete"] and image["naturalWidth"] > 0, f"image did not load: {image}"
         assert image["width"] <= VIEWPORT
