@@ -247,7 +247,13 @@ SHAPLEY_MODEL = SHAPLEY.get("model") or config["model"]
 SHAPLEY_TRAIN = SHAPLEY.get("train") or config["train"]
 SHAPLEY_SEED = SHAPLEY_TRAIN["seeds"][0]
 HOWS = SHAPLEY["how"]
-ESTIMATORS = list(dict.fromkeys([SHAPLEY["estimator"], "datamodel"]))
+# The estimator's values, and the ridge datamodel baseline when it has its own coalitions.
+ESTIMATORS = list(
+    dict.fromkeys(
+        [SHAPLEY["estimator"]]
+        + (["datamodel"] if SHAPLEY["datamodel"]["num_coalitions"] else [])
+    )
+)
 
 
 def sout(path):
@@ -287,8 +293,12 @@ def num_fit_coalitions():
 
 
 def fit_coalitions():
-    """Coalitions whose models every way makes: the fit set, the empty and the full coalition."""
-    return [f"fit{i}" for i in range(num_fit_coalitions())] + ["empty", "full"]
+    """Coalitions whose models every way makes: the fit set, the datamodel baseline's own coalitions,
+    the empty and the full coalition."""
+    datamodel = [f"dm{i}" for i in range(SHAPLEY["datamodel"]["num_coalitions"])]
+    return (
+        [f"fit{i}" for i in range(num_fit_coalitions())] + datamodel + ["empty", "full"]
+    )
 
 
 def heldout_coalitions():
@@ -368,7 +378,7 @@ def property_inputs(wildcards):
         ),
         **feature_inputs(),
     }
-    if SHAPLEY["property"]["name"] in ("fid", "kid", "precision"):
+    if SHAPLEY["property"]["name"] in ("fid", "kid", "precision", "diversity"):
         inputs["reference"] = sout("properties/reference_features.npz")
     return inputs
 
@@ -441,7 +451,7 @@ wildcard_constraints:
     seed=r"\d+",
     featurizer=name_regex(config["featurizers"]),
     how="sparse_ft|ft|gradient_ascent|retrain",
-    coalition=r"fit\d+|heldout\d+|empty|full|(top|bottom)-(sparse_ft|ft|gradient_ascent|retrain)",
+    coalition=r"fit\d+|dm\d+|heldout\d+|empty|full|(top|bottom)-(sparse_ft|ft|gradient_ascent|retrain)",
     estimator="kernelshap|banzhaf|loo|datamodel",
 
 

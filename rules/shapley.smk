@@ -42,6 +42,7 @@ rule coalitions:
         estimator=SHAPLEY["estimator"],
         num_coalitions=SHAPLEY["num_coalitions"],
         heldout={k: SHAPLEY["heldout"][k] for k in ("num_coalitions", "alpha")},
+        datamodel=SHAPLEY["datamodel"],
         seed=SHAPLEY["seed"],
     script:
         "../scripts/coalitions.py"

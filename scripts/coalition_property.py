@@ -37,7 +37,15 @@ with job(snakemake.log[0], snakemake.threads) as log:
         pixels = ddim_sample(model, seeds, cfg["num_inference_steps"], 0.0, 256)
         generated = torch.from_numpy(pixels).float() / 127.5 - 1
         measured = measure_property(
-            cfg["name"], generated, extractor, reference, aesthetic, cfg["clip"]["quantile"], seed=cfg["seed"]
+            cfg["name"],
+            generated,
+            extractor,
+            reference,
+            aesthetic,
+            cfg["clip"]["quantile"],
+            seed=cfg["seed"],
+            clusters=cfg["clusters"],
+            neighbours=cfg["neighbours"],
         )
         value = attributed_value(cfg["name"], measured)
         seconds = time.perf_counter() - start  # loading, generation and measurement: this model's share

@@ -11,12 +11,17 @@ with job(snakemake.log[0]) as log:
     heldout = sample_heldout_coalitions(
         n, p.heldout["num_coalitions"], p.heldout["alpha"], p.seed + 1, exclude=fit
     )
-    write_npz(snakemake.output[0], fit=fit, heldout=heldout, seed=p.seed, estimator=p.estimator)
+    # the datamodel baseline's own coalitions (alpha of the contributors), none of them held out
+    dm = sample_heldout_coalitions(
+        n, p.datamodel["num_coalitions"], p.datamodel["alpha"], p.seed + 2, exclude=heldout
+    )
+    write_npz(snakemake.output[0], fit=fit, dm=dm, heldout=heldout, seed=p.seed, estimator=p.estimator)
     log.info(
-        "%d contributors: %d fit coalitions (%s), %d held-out (alpha %.2f)",
+        "%d contributors: %d fit coalitions (%s), %d datamodel, %d held-out (alpha %.2f)",
         n,
         len(fit),
         p.estimator,
+        len(dm),
         len(heldout),
         p.heldout["alpha"],
     )

@@ -15,10 +15,13 @@ with job(snakemake.log[0]) as log:
         c: json.loads(open(f).read())["value"]
         for c, f in zip(p.coalitions, snakemake.input.properties, strict=True)
     }
-    fit = read_npz(snakemake.input.coalitions)["fit"]
-    values = np.array([measured[f"fit{i}"] for i in range(len(fit))])
+    coalitions = read_npz(snakemake.input.coalitions)
+    # the datamodel baseline is fitted on its own coalitions when it has them, else on the fit design
+    kind = "dm" if wc.estimator == "datamodel" and len(coalitions["dm"]) else "fit"
+    masks = coalitions[kind]
+    values = np.array([measured[f"{kind}{i}"] for i in range(len(masks))])
     result = estimate_values(
-        wc.estimator, fit, values, measured["empty"], measured["full"], p.bootstrap, p.seed
+        wc.estimator, masks, values, measured["empty"], measured["full"], p.bootstrap, p.seed
     )
     table["value"], table["stderr"] = result.values, result.stderr
     table["property"], table["estimator"], table["how"] = p.prop, wc.estimator, wc.how

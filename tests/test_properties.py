@@ -141,3 +141,16 @@ def test_precision_counts_images_within_a_reference_points_knn_radius():
         measure_property(
             "precision", torch.zeros(2, 1, 4, 4), lambda x: (np.ones((2, 2)) / 2, np.zeros((2, 3)))
         )
+
+
+def test_diversity_property_uses_the_extractors_features_against_the_reference():
+    reference = np.repeat(np.eye(4) * 10, 5, axis=0)  # 4 clusters of 5 identical points
+    features = np.eye(4)[[0, 0, 1, 1]] * 10
+    out = measure_property(
+        "diversity",
+        torch.zeros(4, 1, 4, 4),
+        lambda x: (np.full((4, 2), 0.5), features),
+        reference_features=reference,
+        clusters=4,
+    )
+    assert out["diversity"] == pytest.approx(1.0)

@@ -5,6 +5,8 @@ entropy          entropy (bits) of the proportions of predicted labels: class / 
 fid, kid         Frechet / kernel inception distance to the training images, via clean-fid's functions,
                  on a feature extractor's features (lower is better); reference = the clean training images
 precision        share of images on the reference feature manifold (k-NN radii): quality without diversity
+diversity        entropy (bits) of the images' proportions over Ward clusters of the reference features
+                 (Lu et al.'s CelebA-HQ property; `entropy` of classifier labels is the named alternative)
 aesthetic        a quantile of a linear head on normalised CLIP image embeddings (open_clip)
 The feature extractor is a small classifier trained on the data (`classifier`, for the demo) or the
 Inception network of clean-fid / StyleGAN from a local torchscript file (`inception`).
@@ -19,12 +21,13 @@ import numpy as np
 import torch
 from torch import nn
 
+from diffattr.diversity import diversity
 from diffattr.errors import InputError
 from diffattr.store import atomic_path
 
-PROPERTIES = ("inception_score", "entropy", "fid", "kid", "precision", "aesthetic")
+PROPERTIES = ("inception_score", "entropy", "fid", "kid", "precision", "diversity", "aesthetic")
 LOWER_IS_BETTER = ("fid", "kid")
-NEEDS_REFERENCE = ("fid", "kid", "precision")
+NEEDS_REFERENCE = ("fid", "kid", "precision", "diversity")
 INCEPTION_FILE = "inception-2015-12-05.pt"
 BATCH = 128
 
@@ -258,9 +261,11 @@ def measure_property(
     aesthetic: AestheticScorer | None = None,
     quantile: float = 0.9,
     seed: int = 0,
+    clusters: int = 20,
+    neighbours: int = 3,
 ) -> dict[str, float]:
     """The named property of generated images in [-1, 1]; IS and entropy come along (same forward pass),
-    FID and KID whenever the property is one of them, precision when it is the property."""
+    FID and KID whenever the property is one of them, precision or diversity when it is the property."""
     if name not in PROPERTIES:
         raise InputError(
             f"config key 'shapley.property.name': unknown property {name!r} (known: {list(PROPERTIES)})"
@@ -280,5 +285,7 @@ def measure_property(
         out["fid"] = frechet_distance(features, reference_features)
         out["kid"] = kernel_distance(features, reference_features, seed=seed)
     if name == "precision":
-        out["precision"] = precision(features, reference_features)
+        out["precision"] = precision(features, reference_features, neighbours)
+    if name == "diversity":
+        out["diversity"] = diversity(features, reference_features, clusters)
     return out

@@ -47,7 +47,7 @@ def sample_heldout_coalitions(
     rows = np.zeros((0, n), bool) if exclude is None else np.asarray(exclude, bool)
     excluded = {row.tobytes() for row in rows if row.sum() == size}
     available = comb(n, size) - len(excluded)
-    if available < 1:
+    if count and available < 1:
         raise InputError(
             f"config key 'shapley.heldout.alpha': every coalition of {size} of {n} contributors "
             "is a fit coalition"
@@ -100,8 +100,19 @@ def leave_one_out(masks: np.ndarray, values: np.ndarray, v_full: float) -> np.nd
     return out
 
 
-def datamodel(masks: np.ndarray, values: np.ndarray, ridge: float = 1e-3) -> np.ndarray:
-    """Ridge regression of the value on coalition membership (with an unpenalised intercept)."""
+DATAMODEL_PENALTIES = np.linspace(0.01, 10, 100)  # Lu et al.'s RidgeCV grid
+
+
+def datamodel(masks: np.ndarray, values: np.ndarray, ridge: float | None = None) -> np.ndarray:
+    """Ridge regression of the value on coalition membership (with an unpenalised intercept).
+
+    ridge None: the penalty is chosen from DATAMODEL_PENALTIES by leave-one-out cross-validation
+    (scikit-learn's RidgeCV), as Lu et al.'s datamodel baseline; a number: that penalty times the
+    number of coalitions."""
+    if ridge is None:
+        from sklearn.linear_model import RidgeCV
+
+        return RidgeCV(alphas=DATAMODEL_PENALTIES).fit(masks.astype(np.float64), values).coef_
     a = masks.astype(np.float64)
     a_centered = a - a.mean(0)
     y = values - values.mean()
@@ -208,13 +219,14 @@ def removal_coalition(values: np.ndarray, fraction: float, side: str) -> np.ndar
 def coalition_mask(
     name: str, coalitions: dict[str, np.ndarray], values: np.ndarray | None, fraction: float
 ) -> np.ndarray:
-    """The contributors of a named coalition: fit{i}, heldout{i}, empty, full, or top-/bottom-{way}."""
+    """The contributors of a named coalition: fit{i}, dm{i} (the datamodel's own), heldout{i}, empty,
+    full, or top-/bottom-{way}."""
     n = coalitions["fit"].shape[1]
     if name == "empty":
         return np.zeros(n, dtype=bool)
     if name == "full":
         return np.ones(n, dtype=bool)
-    for kind in ("fit", "heldout"):
+    for kind in ("fit", "dm", "heldout"):
         if name.startswith(kind) and name[len(kind) :].isdigit():
             return coalitions[kind][int(name[len(kind) :])]
     side = name.split("-")[0]
