@@ -2,6 +2,7 @@
 
     python benchmarks/featurize.py            # every case, each in its own process; writes results/
     python benchmarks/featurize.py --case demo/diffattr   # one case, prints JSON
+    python benchmarks/featurize.py --cases demo/train demo/diffattr   # rerun these, keep the other rows
 
 Throughput is in sample-timesteps per second: a training step on a batch of B images does B of them,
 featurizing one image at K timesteps does K. Same machine, model, inputs, K and k for every case.
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import resource
 import subprocess
@@ -193,6 +195,7 @@ def bench_diffattr(model: DiffusionModel, images: torch.Tensor, projection: str)
 
 def run_case(case: str, threads: int) -> dict:
     torch.set_num_threads(threads)
+    load, measured = os.getloadavg()[0], time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     name, method = case.split("/")
     model, images = build(name)
     _, _, _, train_batch, counts = MODELS[name]
@@ -215,14 +218,16 @@ def run_case(case: str, threads: int) -> dict:
         **result,
         "throughput": result["sample_timesteps"] / result["seconds"],
         "peak_rss_mb": peak_mb,
+        "measured": measured,
+        "load_avg_1m": load,  # the machine's 1-minute load average as the case started
     }
 
 
 def summarize(rows: list[dict]) -> str:
     lines = [
         "| model | parameters | case | sample-timesteps/s | vs reference | vs training step | "
-        "projection share | peak RSS (MB) |",
-        "|---|---|---|---|---|---|---|---|",
+        "projection share | peak RSS (MB) | threads | load | measured |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name in MODELS:
         by_case = {r["case"]: r for r in rows if r["model"] == name}
@@ -238,7 +243,8 @@ def summarize(rows: list[dict]) -> str:
                 f"| {name} | {r['parameters'] / 1e6:.2f}M | {label} | {r['throughput']:.3g} | "
                 f"{r['throughput'] / ref if ref else float('nan'):.1f}x | "
                 f"{100 * r['throughput'] / train if train else float('nan'):.0f}% | "
-                f"{'' if np.isnan(share) else f'{100 * share:.0f}%'} | {r['peak_rss_mb']:.0f} |"
+                f"{'' if np.isnan(share) else f'{100 * share:.0f}%'} | {r['peak_rss_mb']:.0f} | "
+                f"{r['threads']} | {r.get('load_avg_1m', float('nan')):.1f} | {r.get('measured', '')} |"
             )
     return "\n".join(lines)
 
@@ -248,6 +254,11 @@ def main() -> int:
     parser.add_argument("--case", help="model/case, e.g. paper/diffattr; default: all, each in a subprocess")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--models", nargs="+", default=list(MODELS))
+    parser.add_argument(
+        "--cases",
+        nargs="+",
+        help="only these model/case pairs; their rows replace those in featurize.csv, the others are kept",
+    )
     parser.add_argument(
         "--summarize", action="store_true", help="only re-render featurize.md from featurize.csv"
     )
@@ -259,31 +270,38 @@ def main() -> int:
         import pandas as pd
 
         rows = pd.read_csv(RESULTS / "featurize.csv").to_dict("records")
-        write_results(rows, args.threads, measured=False)
+        write_results(rows, measured=False)
         return 0
     rows = []
-    for name in args.models:
-        for case in CASES[name]:
-            out = subprocess.run(
-                [
-                    sys.executable,
-                    __file__,
-                    "--case",
-                    f"{name}/{case}",
-                    "--threads",
-                    str(args.threads),
-                ],
-                capture_output=True,
-                text=True,
-                check=True,
-            )
-            rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
-            print(f"{name}/{case}: {rows[-1]['throughput']:.2f} sample-timesteps/s", flush=True)
-    write_results(rows, args.threads, measured=True)
+    selected = args.cases or [f"{name}/{case}" for name in args.models for case in CASES[name]]
+    for name, case in (s.split("/") for s in selected):
+        out = subprocess.run(
+            [
+                sys.executable,
+                __file__,
+                "--case",
+                f"{name}/{case}",
+                "--threads",
+                str(args.threads),
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
+        print(f"{name}/{case}: {rows[-1]['throughput']:.2f} sample-timesteps/s", flush=True)
+    if args.cases and (RESULTS / "featurize.csv").is_file():
+        import pandas as pd
+
+        kept = pd.read_csv(RESULTS / "featurize.csv").to_dict("records")
+        rows += [r for r in kept if f"{r['model']}/{r['case']}" not in set(selected)]
+    order = {f"{n}/{c}": i for i, (n, c) in enumerate((n, c) for n in MODELS for c in CASES[n])}
+    rows.sort(key=lambda r: order.get(f"{r['model']}/{r['case']}", len(order)))
+    write_results(rows, measured=True)
     return 0
 
 
-def write_results(rows: list[dict], threads: int, measured: bool) -> None:
+def write_results(rows: list[dict], measured: bool) -> None:
     """featurize.csv (when just measured) and featurize.md in benchmarks/results, and the table on stdout."""
     import pandas as pd
 
@@ -293,8 +311,9 @@ def write_results(rows: list[dict], threads: int, measured: bool) -> None:
     table = summarize(rows)
     header = (
         f"# Featurization benchmark\n\nK = {K} timesteps, k = {DIM}, output squared_norm, "
-        f"{threads} threads, {platform.processor() or platform.machine()}, torch {torch.__version__}, "
-        f"{time.strftime('%Y-%m-%d', time.localtime((RESULTS / 'featurize.csv').stat().st_mtime))}.\n\n"
+        f"{platform.processor() or platform.machine()}, torch {torch.__version__}; threads, the machine's "
+        "load average as each case started and when it was measured are per row (a load above the thread "
+        "count means other processes shared the cores: compare rows measured together).\n\n"
         "Cases: `train` = batched training step (forward, backward, AdamW); `reference` = D-TRAK's recipe "
         "(vmap(grad) per timestep, sum over K, traker 0.3.2 BasicProjector); "
         "`diffattr` = diffattr's featurizer "
