@@ -198,9 +198,6 @@ rule shapley_metrics:
             for how in HOWS
             for c in fit_coalitions()
         ],
-        properties=[
-            property_path(how, c, SHAPLEY_SEED) for how in HOWS for c in fit_coalitions()
-        ],
         counterfactual=retrained_property_paths(counterfactual_coalitions() + ["full"]),
         full=FULL_MODEL,
         pruned=BASE_MODELS["sparse_ft"] if "sparse_ft" in HOWS else [],
