@@ -32,7 +32,9 @@ def both_branches(model: dict, data: dict | None = None, shapley_data: dict | No
     config = deep_update(json.loads(json.dumps(TINY)), {"experiment": "family", "model": model})
     config["shapley"] = deep_update(json.loads(json.dumps(TINY_SHAPLEY["shapley"])), {"model": model})
     config["lds"]["num_subsets"] = 3
+    config["train"]["checkpoints"] = 0
     config["counterfactual"] = {"enabled": False}
+    config["shapley"].update(num_coalitions=3, heldout={"num_coalitions": 2, "seeds": [0]})
     config["shapley"]["contributors"] = {"by": "class", "planted": {"ids": []}}
     if data:
         config["data"] = data
@@ -62,6 +64,20 @@ def painting_folder(path, n: int = 36) -> dict:
     }
 
 
+def family_workspace(path, config: dict):
+    """A workspace running only TRAK, D-TRAK and pixel similarity (the methods every family shares)."""
+    workdir = make_workspace(path, config)
+    full = yaml.safe_load((workdir / "config.yaml").read_text())
+    full["methods"] = {
+        "TRAK": {"kind": "trak", "featurizer": "trak"},
+        "D-TRAK": {"kind": "trak", "featurizer": "dtrak"},
+        "pixel": {"kind": "pixel"},
+    }
+    full["featurizers"] = {name: full["featurizers"][name] for name in ("trak", "dtrak")}
+    (workdir / "config.yaml").write_text(yaml.safe_dump(full))
+    return workdir
+
+
 def check_both_branches(workdir) -> None:
     out = workdir / "results" / "family"
     lds = pd.read_csv(out / "metrics" / "lds.csv")
@@ -73,7 +89,7 @@ def check_both_branches(workdir) -> None:
 
 def test_latent_family_runs_both_branches(tmp_path):
     vae = tiny_autoencoder(tmp_path / "vae", channels=1)
-    workdir = make_workspace(tmp_path / "w", both_branches({"family": "latent", "vae": str(vae)}))
+    workdir = family_workspace(tmp_path / "w", both_branches({"family": "latent", "vae": str(vae)}))
     snakemake(workdir, "--cores", "2")
     check_both_branches(workdir)
     model = json.loads((workdir / "results/family/models/full/seed0/family.json").read_text())
@@ -90,7 +106,7 @@ def test_lora_family_runs_both_branches_with_captions(tmp_path):
     config = both_branches(model, data, {**data, "n_val": 3})
     config["shapley"]["contributors"] = {"by": "column", "column": "artist", "planted": {"ids": []}}
     config["shapley"]["pruning"]["ratio"] = 0.5
-    workdir = make_workspace(tmp_path / "w", config)
+    workdir = family_workspace(tmp_path / "w", config)
     snakemake(workdir, "--cores", "2")
     check_both_branches(workdir)
     out = workdir / "results" / "family"
