@@ -27,11 +27,15 @@ def test_cifar2_preset_dry_run_lists_the_paper_jobs(tmp_path):
     workdir = make_workspace(tmp_path)
     jobs = planned_jobs(workdir, "--configfile", str(ROOT / "experiments" / "cifar2-lds.yaml"))
     assert jobs["train_lds"] == 64 * 3
-    assert jobs["train_full"] == 1
+    # the attributed model and the 2 other members of D-TRAK-ensemble3, each featurized on 14 shards
+    assert jobs["train_full"] == 3 and jobs["featurize_member"] == 2 * 14
     assert jobs["lds_outputs"] == 64 * 3
     # 10 featurizers x (10 train + 2 val + 2 generated shards of 500)
     assert jobs["featurize"] == 10 * 14
-    assert jobs["trak_scores"] == 8 * 2 and jobs["pixel_scores"] == 2
+    assert jobs["trak_scores"] == 9 * 2 and jobs["pixel_scores"] == 2 and jobs["clip_scores"] == 2
+    # 60 generated targets x (TRAK, D-TRAK, random); 64 datamodel retrains for 2 methods x 2 splits
+    assert jobs["counterfactual_model"] == 60 * 3 and jobs["counterfactual"] == 1
+    assert jobs["train_datamodel"] == jobs["datamodel_outputs"] == 64 and jobs["datamodel_scores"] == 4
     # TracIn and ReTrac featurizers at each of the 10 checkpoints; DAS residuals of its 2 featurizers
     assert jobs["featurize_checkpoint"] == 2 * 10 * 14 and jobs["das_residuals"] == 2
     assert jobs["local_scores"] == 8 * 2 and jobs["tracin_scores"] == 2 * 2
