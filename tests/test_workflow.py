@@ -112,6 +112,9 @@ def test_tiny_run_writes_every_declared_output(tiny_run):
     assert (lds["n_subsets"] == 4).all()
     figures = {p.name for p in (out / "report" / "figures").iterdir()}
     assert (out / "report" / "index.html").is_file() and {"lds.png", "top_attributions.png"} <= figures
+    counterfactual = pd.read_csv(out / "metrics" / "counterfactual.csv")
+    assert set(counterfactual["method"]) == {"D-TRAK", "random"} and (counterfactual["removed"] <= 8).all()
+    assert "counterfactual.png" in figures and "Counterfactual" in (out / "report" / "index.html").read_text()
     assert not list(out.rglob(".*.tmp-*")), "a temporary output was left behind"
     assert planned_jobs(tiny_run) == {}
 

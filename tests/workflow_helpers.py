@@ -29,6 +29,7 @@ TINY = {
     },
     "featurize": {"shard_size": 20},
     "evaluate": {"bootstrap": 50},
+    "counterfactual": {"num_targets": 1, "remove": 8, "methods": ["D-TRAK"]},
     "shapley": {"enabled": False},
 }
 
