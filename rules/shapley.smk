@@ -247,4 +247,3 @@ rule shapley_metrics:
         seed=config["evaluate"]["seed"],
     script:
         "../scripts/shapley_metrics.py"
-
