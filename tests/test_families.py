@@ -173,6 +173,8 @@ def test_lora_saves_in_the_diffusers_layout_a_pipeline_loads(lora_model, snapsho
             pipe.unet(x, t, encoder_hidden_states=cond).sample, ours, rtol=1e-5, atol=1e-6
         )
     assert again.prompts == PROMPTS
+    trainable = {id(p) for p in again.trainable_parameters()}
+    assert all(p.requires_grad == (id(p) in trainable) for p in again.unet.parameters())
 
 
 def test_generation_cycles_through_the_prompts_with_a_seed_per_image(lora_model):

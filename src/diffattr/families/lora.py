@@ -284,4 +284,5 @@ def load_lora(unet: UNet2DConditionModel, path: str | Path) -> None:
     StableDiffusionLoraLoaderMixin.load_lora_into_unet(
         state, alphas, unet, adapter_name=ADAPTER, metadata=metadata
     )
-    unet.requires_grad_(False)
+    for name, p in unet.named_parameters():  # the snapshot stays frozen, the adapters can train
+        p.requires_grad_(".lora_" in name)
