@@ -55,3 +55,14 @@ def tiny_clip(tmp_path):
     model = open_clip.create_model("tiny-test-clip")
     torch.save(model.state_dict(), tmp_path / "clip.pt")
     return "tiny-test-clip", tmp_path / "clip.pt"
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory):
+    """A workspace after a complete local run of the tiny workflow (TINY), shared by every test module
+    that reads one (workflow tests, the SLURM comparison), so the suite runs it once."""
+    from tests.workflow_helpers import TINY, make_workspace, snakemake
+
+    workdir = make_workspace(tmp_path_factory.mktemp("tiny"), TINY)
+    snakemake(workdir, "--cores", "2")
+    return workdir

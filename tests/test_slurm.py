@@ -33,7 +33,6 @@ from tests.workflow_helpers import (
     deep_update,
     make_workspace,
     planned_jobs,
-    snakemake,
 )
 
 PROFILE = ROOT / "profiles" / "slurm"
@@ -247,7 +246,7 @@ def cluster(tmp_path_factory):
 
 # ----------------------------------------------------------------------------------------- tests
 @pytest.mark.slow
-def test_tiny_run_on_slurm_matches_a_local_run(cluster, tmp_path):
+def test_tiny_run_on_slurm_matches_a_local_run(cluster, tiny_run, tmp_path):
     on_slurm = make_workspace(tmp_path / "slurm", TINY)
     with JobWatcher(cluster) as watcher:
         driver = Driver(cluster, on_slurm, log=tmp_path / "slurm.log")
@@ -290,12 +289,8 @@ def test_tiny_run_on_slurm_matches_a_local_run(cluster, tmp_path):
     assert gpu_running, "no running GPU job was seen with a GPU allocated"
     assert all(g.startswith("gpu") and jobs[k]["rule"] in GPU_RULES for k, g in gpu_running.items())
 
-    # The same numbers as a local run.
-    local = make_workspace(tmp_path / "local", TINY)
-    start = time.monotonic()
-    snakemake(local, "--cores", "2", timeout=RUN_TIMEOUT)
-    print(f"tiny workflow locally (--cores 2): {time.monotonic() - start:.0f} s")
-    out_slurm, out_local = on_slurm / "results" / "tiny", local / "results" / "tiny"
+    # The same numbers as a local run (the suite's shared tiny run, conftest.tiny_run).
+    out_slurm, out_local = on_slurm / "results" / "tiny", tiny_run / "results" / "tiny"
     # Where runs diverge first: the full model's training losses (logged from the first steps).
     losses = [
         json.loads((out / "models" / "full" / "seed0" / "training.json").read_text())["losses"]

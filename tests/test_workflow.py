@@ -86,11 +86,6 @@ def planned_after_change(workdir, config, change, planned=planned_jobs):
         make_workspace(workdir, config)
 
 
-@pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory):
-    return finished_workspace(tmp_path_factory, "tiny", TINY)
-
-
 @pytest.mark.slow
 def test_tiny_run_writes_every_declared_output(tiny_run):
     out = tiny_run / "results" / "tiny"
