@@ -121,3 +121,22 @@ def test_report_section_shows_the_summary_and_the_figure(tmp_path):
     section = counterfactual_section(Report(Path(tmp_path / "report"), inputs, {}, {}))
     assert "figures/counterfactual.png" in section.body and "pixel_l2_ci_low" in section.body
     assert counterfactual_section(Report(Path(tmp_path / "report"), {}, {}, {})) is None
+
+
+def test_config_checks_of_the_counterfactual_name_the_key():
+    import yaml
+
+    from diffattr.config import validate
+    from tests.workflow_helpers import ROOT
+
+    base = yaml.safe_load((ROOT / "config.yaml").read_text())
+    for change, key in [
+        ({"remove": 10_000}, "counterfactual.remove"),
+        ({"methods": ["nope"]}, "counterfactual.methods"),
+        ({"num_targets": 1000}, "counterfactual.num_targets"),
+    ]:
+        config = {**base, "counterfactual": {**base["counterfactual"], **change}}
+        with pytest.raises(InputError, match=key.replace(".", r"\.")):
+            validate(config)
+    with pytest.raises(InputError, match="methods.random"):
+        validate({**base, "methods": {**base["methods"], "random": {"kind": "pixel"}}})

@@ -167,6 +167,11 @@ def _check_counterfactual(config: dict) -> None:
     cf = config["counterfactual"]
     if not (cf["enabled"] and config["lds"]["enabled"]):
         return
+    if config["model"].get("family", "pixel") != "pixel":
+        raise InputError(
+            "config key 'counterfactual.enabled': the counterfactual retrains pixel-space models only "
+            f"(model.family is {config['model']['family']!r})"
+        )
     if "random" in config["methods"]:
         raise InputError(
             "config key 'methods.random': the name is reserved for the counterfactual's random baseline"
