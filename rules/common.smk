@@ -144,6 +144,10 @@ def lds_output_paths():
     return [out(f"outputs/lds/{m}/seed{s}.npz") for m, s in lds_models()]
 
 
+# The lds section as rules' params, without the job-packing knob: changing it reruns no subsets or outputs.
+LDS_PARAMS = {k: v for k, v in config["lds"].items() if k != "models_per_job"}
+
+
 def batches(items, size):
     """Consecutive groups of at most `size` items: the models one batched job makes (none if size is 1)."""
     items = list(items)

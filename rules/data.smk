@@ -35,7 +35,7 @@ rule lds_subsets:
         mem_mb=config["resources"]["cpu_mem_mb"],
         runtime=config["resources"]["runtime"],
     params:
-        lds=config["lds"],
+        lds=LDS_PARAMS,
         n_targets={split: split_size(split) for split in TARGET_SPLITS},
     script:
         "../scripts/lds_subsets.py"

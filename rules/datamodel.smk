@@ -69,7 +69,7 @@ rule datamodel_outputs:
         mem_mb=config["resources"]["gpu_mem_mb"],
         runtime=config["resources"]["runtime"],
     params:
-        lds=config["lds"],
+        lds=LDS_PARAMS,
         device=config["device"],
         models=lambda wc: [{"subset": int(wc.m), "seed": int(wc.seed)}],
     script:

@@ -20,7 +20,7 @@ rule lds_outputs:
         mem_mb=config["resources"]["gpu_mem_mb"],
         runtime=config["resources"]["runtime"],
     params:
-        lds=config["lds"],
+        lds=LDS_PARAMS,
         device=config["device"],
         models=lambda wc: [{"subset": int(wc.m), "seed": int(wc.seed)}],
     script:
@@ -51,7 +51,7 @@ for b, batch in enumerate(lds_batches()):
             mem_mb=config["resources"]["gpu_mem_mb"],
             runtime=config["resources"]["runtime"] * len(batch),
         params:
-            lds=config["lds"],
+            lds=LDS_PARAMS,
             device=config["device"],
             models=[{"subset": m, "seed": s} for m, s in batch],
         script:
