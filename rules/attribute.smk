@@ -121,3 +121,61 @@ rule tracin_scores:
         checkpoints=config["train"]["checkpoints"],
     script:
         "../scripts/tracin_scores.py"
+
+
+# EK-FAC influence (Mlodozeniec et al.): the Kronecker factors of the full model's GGN, fitted once
+# per featurizer over the training images x its timesteps.
+rule ekfac_factors:
+    input:
+        model=out(f"models/full/seed{FULL_SEED}"),
+        images=out("data/train.zarr"),
+    output:
+        out("ekfac/{featurizer}/factors.npz"),
+    log:
+        log_path("ekfac_factors", "{featurizer}"),
+    benchmark:
+        bench_path("ekfac_factors", "{featurizer}")
+    wildcard_constraints:
+        featurizer=name_regex(ekfac_featurizers()),
+    conda:
+        "../envs/diffattr.yaml"
+    threads: config["threads"]
+    resources:
+        gpu=GPU_RULE_GPUS,
+        mem_mb=config["resources"]["gpu_mem_mb"],
+        runtime=config["resources"]["runtime"],
+    params:
+        featurizer=lambda wc: config["featurizers"][wc.featurizer],
+        device=config["device"],
+    script:
+        "../scripts/ekfac_factors.py"
+
+
+# EK-FAC scores: full gradients of the train and target images preconditioned by the factors,
+# damping chosen on held-out targets.
+rule ekfac_scores:
+    input:
+        unpack(ekfac_inputs),
+    output:
+        directory(out("scores/{method}/{target_split}.zarr")),
+    log:
+        log_path("ekfac_scores", "{method}-{target_split}"),
+    benchmark:
+        bench_path("ekfac_scores", "{method}-{target_split}")
+    wildcard_constraints:
+        method=name_regex(methods_of_kind("ekfac")),
+    conda:
+        "../envs/diffattr.yaml"
+    threads: config["threads"]
+    resources:
+        gpu=GPU_RULE_GPUS,
+        mem_mb=config["resources"]["gpu_mem_mb"],
+        runtime=config["resources"]["runtime"],
+    params:
+        featurizer=lambda wc: config["featurizers"][
+            config["methods"][wc.method]["featurizer"]
+        ],
+        attribute=config["attribute"],
+        device=config["device"],
+    script:
+        "../scripts/ekfac_scores.py"

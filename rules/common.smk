@@ -106,6 +106,26 @@ def tracin_inputs(wildcards):
     }
 
 
+def ekfac_featurizers():
+    """Featurizers of the methods of kind ekfac: each gets its factors fitted once (rule ekfac_factors)."""
+    return sorted(
+        {config["methods"][m]["featurizer"] for m in methods_of_kind("ekfac")}
+    )
+
+
+def ekfac_inputs(wildcards):
+    """The full model, its EK-FAC factors, the train and target images, the LDS data for the damping."""
+    featurizer = config["methods"][wildcards.method]["featurizer"]
+    return {
+        "model": out(f"models/full/seed{FULL_SEED}"),
+        "factors": out(f"ekfac/{featurizer}/factors.npz"),
+        "train": out("data/train.zarr"),
+        "targets": split_images(wildcards.target_split),
+        "subsets": out("subsets/lds.npz"),
+        "outputs": lds_output_paths(),
+    }
+
+
 def split_images(split):
     """The image store of a split: real data for train/val, generated samples for gen."""
     return out("samples/full.zarr") if split == "gen" else out(f"data/{split}.zarr")

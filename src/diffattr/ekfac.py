@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -300,3 +300,24 @@ def full_gradients(
             yield torch.stack(
                 [gradient(images[i], None if captions is None else captions[i]) for i in range(start, stop)]
             )
+
+
+def ekfac_score_grid(
+    model: DiffusionModel,
+    factors: dict[str, LayerFactors],
+    train: torch.Tensor,
+    targets: torch.Tensor,
+    spec: FeaturizerSpec,
+    noise_seed: int,
+    lambda_grid: Sequence[float],
+    train_captions: Sequence[str] | None = None,
+    target_captions: Sequence[str] | None = None,
+) -> dict[float, np.ndarray]:
+    """EK-FAC scores (T, N) for every damping: targets' gradients of the featurizer's output, train
+    images' gradients of the loss, both averaged over its K timesteps and fixed noise."""
+    params = model.trainable_parameters()
+    preconditioner = EkfacPreconditioner(factors, kfac_layers(model.unet, params), params)
+    target_grads = torch.cat(list(full_gradients(model, targets, spec, noise_seed, target_captions)))
+    loss_spec = replace(spec, output="loss")
+    train_grads = full_gradients(model, train, loss_spec, noise_seed, train_captions)
+    return ekfac_scores(preconditioner, target_grads, train_grads, lambda_grid)
