@@ -53,6 +53,7 @@ def fault_config() -> dict:
         "how": ["sparse_ft"],
         "num_coalitions": 2,
         "heldout": {"num_coalitions": 2, "seeds": [0]},
+        "datamodel": {"num_coalitions": 0},
     }
     return config
 
