@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 import yaml
 
+from tests.test_data import fake_cifar10
 from tests.workflow_helpers import ROOT, deep_update, make_workspace, planned_jobs, snakemake
 
 PRESETS = sorted((ROOT / "experiments").glob("*.yaml"))
@@ -26,13 +27,14 @@ def test_every_preset_plans_its_jobs_and_plants_nothing_unasked(preset, tmp_path
         assert shapley["contributors"]["planted"]["ids"] == [], preset.name
 
 
-# The sparsified-unlearning preset shrunk: digits instead of CIFAR-10, 200 images in 20 random groups
-# of 10, the preset's UNet kinds (four levels, attention at the second, 32 GroupNorm groups) at 32-64
-# channels, 2 training steps, a few subsets; the classifier replaces the Inception file.
+# The sparsified-unlearning preset shrunk: a fake CIFAR-10 tarball of random 32x32 images, 200 of them
+# in 20 random groups of 10, the preset's UNet kinds (four levels, attention at the second, 32
+# GroupNorm groups) at 32-64 channels, 2 training steps, a few subsets; the classifier replaces the
+# Inception file.
 UNLEARNING_TOY = {
     "experiment": "unlearning-toy",
     "shapley": {
-        "data": {"source": "digits", "classes": list(range(10)), "n_train": 200, "n_val": 10},
+        "data": {"n_train": 200, "n_val": 10},
         "model": {"block_out_channels": [32, 64, 64, 64]},
         "train": {"steps": 2, "batch_size": 16},
         "contributors": {"group_size": 10},
@@ -54,6 +56,8 @@ def test_unlearning_preset_values_images_by_datamodels_on_sparse_ft_and_retraine
     preset = yaml.safe_load((ROOT / "experiments" / "cifar10-unlearning.yaml").read_text())
     config = deep_update(copy.deepcopy(preset), UNLEARNING_TOY)
     config["device"] = "cpu"
+    config["shapley"]["data"]["cifar10_path"] = str(tmp_path / "cifar-10-python.tar.gz")
+    fake_cifar10(tmp_path / "cifar-10-python.tar.gz")  # 40 images a batch: 200 train, 20 of each class
     workdir = make_workspace(tmp_path, config)
     snakemake(workdir, "--cores", "2")
     out = workdir / "results" / "unlearning-toy" / "shapley"
