@@ -30,7 +30,11 @@ def preset_architectures() -> dict[str, tuple[dict, int, int]]:
     names: dict[str, list[str]] = {}
     for path in [ROOT / "config.yaml", *sorted((ROOT / "experiments").glob("*.yaml"))]:
         overlay = {} if path.name == "config.yaml" else yaml.safe_load(path.read_text())
-        config = validate(deep_update(yaml.safe_load(yaml.safe_dump(default)), overlay))
+        try:
+            config = validate(deep_update(yaml.safe_load(yaml.safe_dump(default)), overlay))
+        except InputError as err:  # tests/test_config.py reports it; here the preset has no UNet to prune
+            INVALID[path.stem] = str(err)
+            continue
         branches = []
         if config["lds"]["enabled"]:
             branches.append(("model", config["model"], config["data"]))
@@ -43,8 +47,8 @@ def preset_architectures() -> dict[str, tuple[dict, int, int]]:
                 continue
             if family == "latent":  # the UNet's channels do not depend on the latent shape
                 channels, size = 4, 16
-            elif data["source"] == "image_folder":
-                channels, size = 3, data["image_folder"]["image_size"]
+            elif data["source"] == "image_folder":  # channels do not depend on the size: at most 32
+                channels, size = 3, min(32, data["image_folder"]["image_size"])
             else:
                 channels, size = SHAPES[data["source"]]
             arch = (model, channels, size)
@@ -54,11 +58,19 @@ def preset_architectures() -> dict[str, tuple[dict, int, int]]:
     return {"+".join(names[i]): arch for i, arch in found.items()}
 
 
+INVALID: dict[str, str] = {}
 ARCHITECTURES = preset_architectures()
 
 
+@pytest.mark.parametrize("preset", sorted(INVALID))
+def test_presets_that_do_not_validate_are_not_pruned_here(preset):
+    pytest.skip(f"{preset} does not validate (tests/test_config.py fails on it): {INVALID[preset]}")
+
+
 @pytest.mark.parametrize("ratio", [0.3, 0.5])
-@pytest.mark.parametrize("name", list(ARCHITECTURES))
+@pytest.mark.parametrize(
+    "name", list(ARCHITECTURES), ids=[n.split("+")[0] + f"+{n.count('+')}" for n in ARCHITECTURES]
+)
 def test_every_preset_unet_pruned_runs_trains_and_round_trips(name, ratio, tmp_path):
     model_config, channels, size = ARCHITECTURES[name]
     unet = build_unet(model_config, sample_size=size, channels=channels)
