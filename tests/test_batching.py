@@ -3,6 +3,7 @@
 import copy
 import random
 import re
+import shutil
 
 import numpy as np
 import pytest
@@ -12,7 +13,15 @@ from diffattr.batching import each_model
 from diffattr.models import PixelDiffusion, build_scheduler, build_unet
 from diffattr.training import train
 from tests.conftest import TINY_MODEL
-from tests.workflow_helpers import TINY_SHAPLEY, deep_update, make_workspace, stage_outputs
+from tests.workflow_helpers import (
+    TINY,
+    TINY_SHAPLEY,
+    deep_update,
+    make_workspace,
+    planned_jobs,
+    snakemake,
+    stage_outputs,
+)
 from tests.workflow_helpers import planned_outputs as workflow_planned_outputs
 
 TRAIN = {
@@ -83,3 +92,34 @@ def test_coalition_batches_make_every_model_once_in_fewer_jobs(tmp_path):
     ]
     others = {rule for rule in batched if not rule.startswith("coalition_")}
     assert {rule: len(batched[rule]) for rule in others} == {rule: len(alone[rule]) for rule in others}
+
+
+def model_bytes(model_dir):
+    """Every file of a saved model but the ones recording wall-clock seconds."""
+    return {
+        str(p.relative_to(model_dir)): p.read_bytes()
+        for p in sorted(model_dir.rglob("*"))
+        if p.is_file() and p.name != "training.json"
+    }
+
+
+@pytest.mark.slow
+def test_lds_batch_reruns_exactly_and_equals_models_trained_alone(tmp_path):
+    config = deep_update(
+        copy.deepcopy(TINY),
+        {"lds": {"num_subsets": 2, "models_per_job": 2}, "counterfactual": {"enabled": False}},
+    )
+    workdir = make_workspace(tmp_path, config)
+    models = [f"results/tiny/models/lds/{m}/seed0" for m in (0, 1)]
+    snakemake(workdir, "--cores", "2", *models)
+    batched = {m: model_bytes(workdir / m) for m in models}
+    # a model lost from a batch: its batch job remakes the batch, bit for bit
+    shutil.rmtree(workdir / models[1])
+    assert planned_jobs(workdir, *models) == {"train_lds_batch0": 1}
+    snakemake(workdir, "--cores", "2", *models)
+    assert {m: model_bytes(workdir / m) for m in models} == batched
+    # one job per model: the same bits
+    make_workspace(workdir, deep_update(config, {"lds": {"models_per_job": 1}}))
+    assert planned_jobs(workdir, *models, "--forcerun", "train_lds") == {"train_lds": 2}
+    snakemake(workdir, "--cores", "2", *models, "--forcerun", "train_lds")
+    assert {m: model_bytes(workdir / m) for m in models} == batched
