@@ -4,8 +4,10 @@ a dense (G + lambda I)^-1 built from the factors."""
 import numpy as np
 import torch
 
+from diffattr import ekfac
 from diffattr.ekfac import (
     EkfacPreconditioner,
+    ekfac_score_grid,
     ekfac_scores,
     factors_from_arrays,
     factors_to_arrays,
@@ -14,7 +16,7 @@ from diffattr.ekfac import (
     full_gradients,
     kfac_layers,
 )
-from diffattr.gradients import FeaturizerSpec, TimestepAveragedGradient
+from diffattr.gradients import FeaturizerSpec, TimestepAveragedGradient, num_parameters
 from diffattr.outputs import evenly_spaced_timesteps, fixed_noise
 
 
@@ -154,3 +156,14 @@ def test_diffusion_factors_on_a_tiny_unet(tiny_model, tiny_images):
     b = ekfac_scores(EkfacPreconditioner(restored, layers, params), grads[:2], [grads], [0.1])[0.1]
     assert a.shape == (2, 6) and np.isfinite(a).all()
     np.testing.assert_allclose(a, b)
+
+
+def test_score_grid_in_target_chunks_equals_one_pass(tiny_model, tiny_images, monkeypatch):
+    spec = FeaturizerSpec("squared_norm", timesteps=2, dim=8, projection="gaussian", seed=0)
+    factors = fit_diffusion_ekfac(tiny_model, tiny_images, spec, noise_seed=0)
+    whole = ekfac_score_grid(tiny_model, factors, tiny_images, tiny_images[:3], spec, 0, [0.1, 1.0])
+    monkeypatch.setattr(ekfac, "MAX_TARGET_ENTRIES", 2 * num_parameters(tiny_model))
+    chunked = ekfac_score_grid(tiny_model, factors, tiny_images, tiny_images[:3], spec, 0, [0.1, 1.0])
+    for lam in (0.1, 1.0):
+        assert whole[lam].shape == (3, 6)
+        np.testing.assert_allclose(chunked[lam], whole[lam], rtol=1e-6, atol=1e-9)

@@ -15,8 +15,8 @@ from diffattr.families.base import DiffusionModel, conditioner
 from diffattr.gradients import FeaturizerSpec, TimestepAveragedGradient
 
 log = logging.getLogger(__name__)
-# Sample-timesteps per forward pass when fitting the factors.
-FIT_BATCH = 256
+# Sample-timesteps per forward pass when fitting the factors; target gradient entries held while scoring.
+FIT_BATCH, MAX_TARGET_ENTRIES = 256, 2**27
 
 
 def kfac_layers(network: torch.nn.Module, params: Sequence[torch.nn.Parameter]) -> dict[str, torch.nn.Module]:
@@ -317,7 +317,15 @@ def ekfac_score_grid(
     images' gradients of the loss, both averaged over its K timesteps and fixed noise."""
     params = model.trainable_parameters()
     preconditioner = EkfacPreconditioner(factors, kfac_layers(model.unet, params), params)
-    target_grads = torch.cat(list(full_gradients(model, targets, spec, noise_seed, target_captions)))
     loss_spec = replace(spec, output="loss")
-    train_grads = full_gradients(model, train, loss_spec, noise_seed, train_captions)
-    return ekfac_scores(preconditioner, target_grads, train_grads, lambda_grid)
+    # Targets a chunk at a time, so that their gradients hold at most MAX_TARGET_ENTRIES; the train
+    # gradients are recomputed for each chunk (once on the demo).
+    step = max(1, MAX_TARGET_ENTRIES // max(1, sum(p.numel() for p in params)))
+    parts = []
+    for start in range(0, len(targets), step):
+        captions = None if target_captions is None else target_captions[start : start + step]
+        rows = full_gradients(model, targets[start : start + step], spec, noise_seed, captions)
+        chunk = torch.cat(list(rows))
+        train_grads = full_gradients(model, train, loss_spec, noise_seed, train_captions)
+        parts.append(ekfac_scores(preconditioner, chunk, train_grads, lambda_grid))
+    return {lam: np.concatenate([part[lam] for part in parts]) for lam in lambda_grid}
