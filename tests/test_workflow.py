@@ -40,6 +40,8 @@ def test_cifar2_preset_dry_run_lists_the_paper_jobs(tmp_path):
     assert jobs["featurize_checkpoint"] == 2 * 10 * 14 and jobs["das_residuals"] == 2
     assert jobs["local_scores"] == 8 * 2 and jobs["tracin_scores"] == 2 * 2
     assert jobs["dominating_norm"] == 1
+    # EK-FAC: factors fitted once on the trak featurizer, scores per target split
+    assert jobs["ekfac_factors"] == 1 and jobs["ekfac_scores"] == 2
 
 
 def test_cifar20_shapley_preset_dry_run_lists_the_coalition_jobs(tmp_path):
