@@ -116,10 +116,10 @@ def fit_ekfac(
         for forward in batches():
             _sampled_backward(forward(), gen)
             for name in layers:
-                a, g = rec.a[name].double(), rec.g[name].double()
+                a, g = rec.a[name], rec.g[name]  # products in the model's dtype, sums in float64
                 positions = a.shape[1]
-                a_sum = torch.einsum("bli,blj->ij", a, a) / positions
-                s_sum = torch.einsum("bli,blj->ij", g, g) / positions
+                a_sum = torch.einsum("bli,blj->ij", a, a).double() / positions
+                s_sum = torch.einsum("bli,blj->ij", g, g).double() / positions
                 if name in factors:
                     factors[name].a += a_sum
                     factors[name].s += s_sum
@@ -138,8 +138,10 @@ def fit_ekfac(
         for forward in batches():
             _sampled_backward(forward(), gen)
             for name, f in factors.items():
-                per_element = torch.einsum("blo,bli->boi", rec.g[name].double(), rec.a[name].double())
-                f.eigenvalues += (f.q_s.T @ per_element @ f.q_a).pow(2).sum(0)
+                a, g = rec.a[name], rec.g[name]
+                per_element = torch.einsum("blo,bli->boi", g, a)
+                rotated = f.q_s.T.to(a.dtype) @ per_element @ f.q_a.to(a.dtype)
+                f.eigenvalues += rotated.pow(2).sum(0).double()
             rec.a.clear(), rec.g.clear()
         for f in factors.values():
             f.eigenvalues /= count
