@@ -1,10 +1,15 @@
 """EK-FAC: factors by a plain loop, the inverse-vector product against a dense solve, scores against
 a dense (G + lambda I)^-1 built from the factors."""
 
+from pathlib import Path
+
 import numpy as np
+import pytest
 import torch
+import yaml
 
 from diffattr import ekfac
+from diffattr.config import validate
 from diffattr.ekfac import (
     EkfacPreconditioner,
     ekfac_score_grid,
@@ -16,8 +21,11 @@ from diffattr.ekfac import (
     full_gradients,
     kfac_layers,
 )
+from diffattr.errors import InputError
 from diffattr.gradients import FeaturizerSpec, TimestepAveragedGradient, num_parameters
 from diffattr.outputs import evenly_spaced_timesteps, fixed_noise
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def _two_layer(seed: int = 0) -> torch.nn.Sequential:
@@ -167,3 +175,17 @@ def test_score_grid_in_target_chunks_equals_one_pass(tiny_model, tiny_images, mo
     for lam in (0.1, 1.0):
         assert whole[lam].shape == (3, 6)
         np.testing.assert_allclose(chunked[lam], whole[lam], rtol=1e-6, atol=1e-9)
+
+
+@pytest.mark.parametrize(
+    ("method", "message"),
+    [
+        ({"kind": "ekfac", "featurizer": "das"}, "featurizers.das.normalize_timesteps"),
+        ({"kind": "ekfac", "featurizer": "nope"}, "methods.E.featurizer"),
+    ],
+)
+def test_ekfac_config_errors_name_the_key(method, message):
+    config = yaml.safe_load((ROOT / "config.yaml").read_text())
+    config["methods"]["E"] = method
+    with pytest.raises(InputError, match=message.replace(".", r"\.")):
+        validate(config)
