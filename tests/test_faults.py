@@ -139,8 +139,9 @@ def comparable(workdir: Path) -> dict[str, bytes]:
     out = workdir / "results" / "faults"
     files = {}
     for path in sorted(out.rglob("*")):
-        if not path.is_file() or path.relative_to(out).parts[0] in ("logs", "benchmarks"):
-            continue
+        rel = path.relative_to(out)
+        if not path.is_file() or rel.parts[0] in ("logs", "benchmarks") or ".tmp-" in str(rel):
+            continue  # a job killed mid-write leaves its hidden temporary, never a result
         data = path.read_bytes()
         if path.suffix == ".json":
             data = json.dumps(timeless(json.loads(data)), sort_keys=True).encode()
