@@ -5,8 +5,8 @@ import yaml
 
 from diffattr.config import validate
 from diffattr.errors import InputError
-
-ROOT = __import__("pathlib").Path(__file__).resolve().parents[1]
+from diffattr.preflight import replace_sections
+from tests.workflow_helpers import ROOT, layered_config
 
 
 def default_config():
@@ -19,8 +19,7 @@ def test_embedded_default_and_presets_validate_with_defaults_filled():
     assert config["shapley"]["data"]["classes"] == list(range(10))
     assert "model" not in config["shapley"]  # absent: the branch uses the top-level model
     for preset in sorted((ROOT / "experiments").glob("*.yaml")):
-        merged = {**default_config(), **yaml.safe_load(preset.read_text())}
-        validate(merged)
+        validate(layered_config(preset))
 
 
 @pytest.mark.parametrize(
@@ -68,3 +67,28 @@ def test_bad_config_gives_one_line_naming_the_key(change, expected):
         validate(config)
     assert str(err.value).startswith(expected), str(err.value)
     assert "\n" not in str(err.value)
+
+
+def test_replace_sections_drops_the_defaults_methods_and_later_files_still_merge(tmp_path):
+    preset = tmp_path / "preset.yaml"
+    preset.write_text(
+        "replace_sections: [methods]\nmethods:\n  only: {kind: pixel}\n"
+        "featurizers:\n  extra: {output: loss, timesteps: 10, dim: 64}\n"
+        "counterfactual: {methods: [only]}\n"
+    )
+    later = tmp_path / "later.yaml"
+    later.write_text("methods:\n  added: {kind: trak, featurizer: trak}\n")
+    replaced = replace_sections([preset, later], {"methods": {"only": {"kind": "pixel"}}})
+    assert replaced == {
+        "methods": {"only": {"kind": "pixel"}, "added": {"kind": "trak", "featurizer": "trak"}}
+    }
+    config = validate(layered_config(preset))
+    assert list(config["methods"]) == ["only"]  # the demo's methods are gone
+    assert {"trak", "dtrak", "extra"} <= set(config["featurizers"])  # not replaced: merged
+
+
+def test_replace_sections_names_a_section_the_file_does_not_have(tmp_path):
+    preset = tmp_path / "preset.yaml"
+    preset.write_text("replace_sections: [featurizers]\nmethods:\n  only: {kind: pixel}\n")
+    with pytest.raises(InputError, match=r"'replace_sections' in .*preset.yaml: 'featurizers' is not"):
+        replace_sections([preset])

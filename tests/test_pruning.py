@@ -17,7 +17,7 @@ from diffattr.errors import InputError
 from diffattr.models import PixelDiffusion, build_scheduler, build_unet
 from diffattr.pruning import prunable_channels, prune_unet
 from tests.conftest import TINY_MODEL
-from tests.workflow_helpers import ROOT, deep_update
+from tests.workflow_helpers import ROOT, layered_config
 
 # Channels and image size of each data source (image folders and latents: see preset_architectures).
 SHAPES = {"digits": (1, 8), "cifar10": (3, 32), "cifar100": (3, 32)}
@@ -29,9 +29,8 @@ def preset_architectures() -> dict[str, tuple[dict, int, int]]:
     found: dict[str, tuple[dict, int, int]] = {}
     names: dict[str, list[str]] = {}
     for path in [ROOT / "config.yaml", *sorted((ROOT / "experiments").glob("*.yaml"))]:
-        overlay = {} if path.name == "config.yaml" else yaml.safe_load(path.read_text())
         try:
-            config = validate(deep_update(yaml.safe_load(yaml.safe_dump(default)), overlay))
+            config = validate(default if path.name == "config.yaml" else layered_config(path))
         except InputError as err:  # tests/test_config.py reports it; here the preset has no UNet to prune
             INVALID[path.stem] = str(err)
             continue

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import yaml
 
+from diffattr.preflight import replace_sections
+
 ROOT = Path(__file__).resolve().parents[1]
 SNAKEMAKE = [sys.executable, "-m", "snakemake", "-s", str(ROOT / "workflow" / "Snakefile")]
 
@@ -64,6 +66,14 @@ def deep_update(base: dict, extra: dict) -> dict:
         else:
             base[key] = value
     return base
+
+
+def layered_config(preset: Path) -> dict:
+    """config.yaml with a preset layered on it as `--configfile` does: merged, then replace_sections."""
+    config = deep_update(
+        yaml.safe_load((ROOT / "config.yaml").read_text()), yaml.safe_load(preset.read_text())
+    )
+    return {**config, **replace_sections([preset])}
 
 
 def make_workspace(path: Path, overrides: dict | None = None) -> Path:

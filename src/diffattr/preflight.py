@@ -4,6 +4,7 @@ to run need just before the first job starts (never in dry runs, which need no d
 
 from __future__ import annotations
 
+import copy
 import math
 import re
 import sys
@@ -46,6 +47,41 @@ def check_overlays(files: Iterable[str | Path], cli_config: dict | None = None) 
         key = _empty_mapping(data)
         if key:
             raise InputError(f"config key '{key}' {where}: empty, so it changes nothing. {OVERLAY_ADVICE}")
+
+
+def replace_sections(files: Iterable[str | Path], cli_config: dict | None = None) -> dict:
+    """Sections a config file lists under `replace_sections` take that file's content instead of merging.
+
+    Snakemake merges config files key by key over config.yaml, so a preset could never drop the demo's
+    methods or featurizers. From the last file that replaces a section, later files and --config merge
+    over it as usual. Returns the replaced sections only.
+    """
+    loaded = [(str(file), load_yaml_file(file)) for file in files]
+    replaced: dict = {}
+    for position, (file, data) in enumerate(loaded):
+        sections = data.get("replace_sections", [])
+        if not isinstance(sections, list):
+            raise InputError(f"config key 'replace_sections' in {file}: a list of section names")
+        for section in sections:
+            if not isinstance(data.get(section), dict) or not data[section]:
+                raise InputError(
+                    f"config key 'replace_sections' in {file}: '{section}' is not a non-empty section "
+                    "of this file"
+                )
+            replaced[section] = copy.deepcopy(data[section])
+            for extra in [d for _, d in loaded[position + 1 :]] + [cli_config or {}]:
+                if isinstance(extra.get(section), dict):
+                    _merge(replaced[section], extra[section])
+    return replaced
+
+
+def _merge(base: dict, extra: dict) -> None:
+    """Merge `extra` into `base` key by key, as Snakemake merges config files."""
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(base.get(key), dict):
+            _merge(base[key], value)
+        else:
+            base[key] = copy.deepcopy(value)
 
 
 def _empty_mapping(node: object, prefix: str = "") -> str | None:
