@@ -8,10 +8,13 @@ import shutil
 import subprocess
 from pathlib import Path
 
+import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import pytest
+from matplotlib.container import ErrorbarContainer
 
+from diffattr import report
 from diffattr.data import ImageSet, write_imageset
 from diffattr.report import SECTIONS, Report, Section, branch_timings, build_report, config_hash
 from diffattr.store import write_arrays, write_json, write_npz
@@ -362,3 +365,24 @@ def test_many_methods_and_contributors_still_fit_in_chromium(tmp_path):
     measured = measure_in_chromium(page)
     assert measured["scrollWidth"] <= VIEWPORT, f"page wider than the window: {measured['wide']}"
     assert all(image["naturalWidth"] > 0 and image["naturalWidth"] <= 1000 for image in measured["images"])
+
+
+def test_bars_accept_a_ci_that_excludes_its_estimate_or_is_missing():
+    """A percentile CI may lie beside its point estimate, and a constant property has no CI at all."""
+    fig, ax = plt.subplots()
+    value = np.array([0.3, 0.2, 0.1])
+    err = np.array([[-0.05, np.nan, 0.02], [0.1, np.nan, 0.02]])
+    report.grouped_bars(ax, ["a", "b", "c"], {"seed-averaged": (value, err)}, horizontal=False)
+    bars = next(c for c in ax.containers if isinstance(c, ErrorbarContainer))
+    lengths = [float(s[1][1] - s[0][1]) for s in bars.lines[2][0].get_segments()]
+    assert np.round(lengths, 6).tolist() == [0.1, 0.0, 0.04]  # the negative side drawn as 0
+    plt.close(fig)
+
+
+def test_top_attributions_with_fewer_methods_than_a_line_holds():
+    targets = np.zeros((2, 1, 8, 8), np.uint8)
+    train = np.arange(5 * 64, dtype=np.uint8).reshape(5, 1, 8, 8)
+    scores = {"D-TRAK": np.random.default_rng(0).normal(size=(2, 5))}
+    fig = report.top_attributions_figure(targets, train, scores, top=4)
+    assert len(fig.axes) == 2 * (1 + 4)
+    plt.close(fig)

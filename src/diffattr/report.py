@@ -158,6 +158,8 @@ def grouped_bars(
     pos = np.arange(len(categories))
     for i, (label, (value, err)) in enumerate(series.items()):
         at = pos + (i - (len(series) - 1) / 2) * width
+        # a percentile CI may exclude its point estimate, and a constant property has none: no whisker
+        err = np.clip(np.nan_to_num(np.asarray(err, dtype=float)), 0, None)
         if horizontal:
             ax.barh(at, value, width, xerr=err, capsize=2, label=label)
         else:
@@ -255,7 +257,7 @@ def top_attributions_figure(
             show(axes[row, 0], target if line == 0 else None)
             if line == 0:
                 axes[row, 0].set_ylabel(f"target {t}", fontsize=8)
-            for slot in range(per_line):
+            for slot in range(min(per_line, len(methods))):
                 m = line * per_line + slot
                 for rank in range(top):
                     ax = axes[row, 1 + slot * top + rank]
