@@ -34,4 +34,3 @@ def dominating_norm(scores: np.ndarray, k: int) -> dict:
         "most_frequent": most,
         "most_frequent_share": float(counts[most] / len(scores)),
     }
-
