@@ -12,17 +12,16 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import torch
 from diffusers.models.autoencoders.autoencoder_kl import AutoencoderKL
 from diffusers.models.autoencoders.vq_model import VQModel
-from diffusers.models.unets.unet_2d import UNet2DModel
 from diffusers.schedulers.scheduling_ddpm import DDPMScheduler
 
 from diffattr.errors import InputError
-from diffattr.families.base import DiffusionModel, read_family
-from diffattr.models import build_scheduler, build_unet, load_unet, save_unet
+from diffattr.families.base import read_family
+from diffattr.models import PixelDiffusion, build_scheduler, build_unet, load_unet, save_unet
 
 AUTOENCODERS = {"AutoencoderKL": AutoencoderKL, "VQModel": VQModel}
 Autoencoder = AutoencoderKL | VQModel
@@ -72,12 +71,11 @@ def latent_shape_of(vae: Autoencoder, image_shape: Sequence[int], key: str) -> t
 
 
 @dataclass
-class LatentDiffusion(DiffusionModel):
-    """A UNet2DModel over the latents of a frozen autoencoder loaded from `vae_path`."""
+class LatentDiffusion(PixelDiffusion):
+    """A UNet2DModel over the latents of a frozen autoencoder loaded from `vae_path`: the pixel family's
+    denoiser, training and pruning, with encode/decode through the autoencoder."""
 
     family: ClassVar[str] = "latent"
-    unet: UNet2DModel
-    scheduler: DDPMScheduler
     vae: Autoencoder
     vae_path: str
 
@@ -106,25 +104,8 @@ class LatentDiffusion(DiffusionModel):
     def decode(self, x: torch.Tensor) -> torch.Tensor:
         return vae_decode(self.vae, x)
 
-    def predict_noise(self, x_t: torch.Tensor, t: torch.Tensor, cond: Any = None) -> torch.Tensor:
-        return self.unet(x_t, t).sample
-
-    @property
-    def latent_shape(self) -> tuple[int, int, int]:
-        cfg = self.unet.config
-        return (cfg.in_channels, cfg.sample_size, cfg.sample_size)
-
-    def trainable_parameters(self) -> list[torch.nn.Parameter]:
-        return list(self.unet.parameters())
-
     def copy(self) -> LatentDiffusion:
         return LatentDiffusion(copy.deepcopy(self.unet), self.scheduler, self.vae, self.vae_path)
-
-    def prune(self, ratio: float) -> dict:
-        """Structured channel pruning of the UNet, as for the pixel family."""
-        from diffattr.pruning import prune_unet
-
-        return prune_unet(self.unet, ratio).to_dict()
 
     def save_pretrained(self, path: str | Path) -> None:
         """unet/, scheduler/ and family.json with the autoencoder's path (it is not copied)."""
