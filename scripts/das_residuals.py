@@ -3,8 +3,7 @@
 from diffattr.data import read_imageset
 from diffattr.families import load_model
 from diffattr.models import resolve_device
-from diffattr.outputs import evenly_spaced_timesteps
-from diffattr.residuals import training_errors
+from diffattr.outputs import evenly_spaced_timesteps, per_timestep_losses
 from diffattr.runtime import job
 from diffattr.store import write_npz
 
@@ -13,6 +12,6 @@ with job(snakemake.log[0], snakemake.threads) as log:
     model = load_model(snakemake.input.model).to(resolve_device(p.device))
     data = read_imageset(snakemake.input.train)
     timesteps = evenly_spaced_timesteps(p.timesteps, model.scheduler.config.num_train_timesteps)
-    errors = training_errors(model, data.tensor(), timesteps, p.noise_seed, p.batch_size, data.captions)
+    errors = per_timestep_losses(model, data.tensor(), timesteps, p.noise_seed, p.batch_size, data.captions)
     write_npz(snakemake.output[0], errors=errors, timesteps=timesteps)
     log.info("errors %s, mean %.4f", errors.shape, errors.mean())

@@ -17,9 +17,8 @@ from diffattr.dominating import dominating_norm
 from diffattr.errors import InputError
 from diffattr.gradients import FeaturizerSpec, TimestepAveragedGradient
 from diffattr.influence import gradient_similarity, relative_influence, renormalized_influence, tracin
-from diffattr.outputs import OUTPUT_FUNCTIONS, evenly_spaced_timesteps, fixed_noise
+from diffattr.outputs import OUTPUT_FUNCTIONS, evenly_spaced_timesteps, fixed_noise, per_timestep_losses
 from diffattr.report import dominating_norm_figure
-from diffattr.residuals import training_errors
 from diffattr.store import write_arrays
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -128,7 +127,7 @@ def test_normalized_featurizer_equals_a_per_timestep_loop(tiny_model, tiny_image
 def test_training_errors_by_a_plain_loop(tiny_model, tiny_images):
     tiny_model.unet.eval()
     timesteps = evenly_spaced_timesteps(3, 1000)
-    got = training_errors(tiny_model, tiny_images, timesteps, noise_seed=2, batch_size=4)
+    got = per_timestep_losses(tiny_model, tiny_images, timesteps, noise_seed=2, batch_size=4)
     for i, image in enumerate(tiny_images):
         for k, t in enumerate(timesteps):
             noise = fixed_noise(2, t, tuple(image.shape))[None]

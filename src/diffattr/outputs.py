@@ -55,6 +55,35 @@ def fixed_noise(noise_seed: int, t: int, shape: tuple[int, ...]) -> torch.Tensor
 
 
 @torch.no_grad()
+def per_timestep_losses(
+    model: DiffusionModel,
+    images: torch.Tensor,
+    timesteps: np.ndarray,
+    noise_seed: int,
+    batch_size: int,
+    captions: Sequence[str] | None = None,
+) -> np.ndarray:
+    """e_it = mean over pixels of (eps_theta(x_t) - eps)^2 for image i at timestep t: (N, K) float64.
+
+    The noise at t is the fixed draw of `noise_seed` (seed noise_seed * 1000 + t), shared by all images;
+    conditional families see each image's caption. DAS's training residuals are exactly this.
+    """
+    model.unet.eval()
+    x0_all = encode_all(model, images.to(model.device), batch_size)
+    cond_of = conditioner(model, captions)
+    errors = np.zeros((len(images), len(timesteps)))
+    for k, t in enumerate(timesteps):
+        noise = fixed_noise(noise_seed, int(t), tuple(x0_all.shape[1:])).to(model.device)
+        for start in range(0, len(x0_all), batch_size):
+            x0 = x0_all[start : start + batch_size]
+            tt = torch.full((len(x0),), int(t), device=model.device, dtype=torch.long)
+            eps = noise.expand_as(x0)
+            cond = cond_of(torch.arange(start, start + len(x0)))
+            pred = model.predict_noise(model.add_noise(x0, eps, tt), tt, cond)
+            errors[start : start + len(x0), k] = _flat(pred - eps).pow(2).mean(1).double().cpu().numpy()
+    return errors
+
+
 def measure_loss(
     model: DiffusionModel,
     images: torch.Tensor,
@@ -64,19 +93,8 @@ def measure_loss(
     captions: Sequence[str] | None = None,
 ) -> np.ndarray:
     """Diffusion loss of every image (given its caption, for conditional families) averaged over the
-    given timesteps and noise seeds: shape (N,)."""
-    model.unet.eval()
-    x0_all = encode_all(model, images.to(model.device), batch_size)
-    cond_of = conditioner(model, captions)
-    total = torch.zeros(len(images), dtype=torch.float64)
-    for e in noise_seeds:
-        for t in timesteps:
-            noise = fixed_noise(e, t, tuple(x0_all.shape[1:])).to(model.device)
-            for start in range(0, len(x0_all), batch_size):
-                x0 = x0_all[start : start + batch_size]
-                tt = torch.full((len(x0),), int(t), device=model.device, dtype=torch.long)
-                eps = noise.expand_as(x0)
-                cond = cond_of(torch.arange(start, start + len(x0)))
-                pred = model.predict_noise(model.add_noise(x0, eps, tt), tt, cond)
-                total[start : start + len(x0)] += _flat(pred - eps).pow(2).mean(1).double().cpu()
-    return (total / (len(noise_seeds) * len(timesteps))).numpy()
+    given timesteps and noise seeds: shape (N,), the LDS ground truth."""
+    total = sum(
+        per_timestep_losses(model, images, timesteps, e, batch_size, captions).sum(1) for e in noise_seeds
+    )
+    return total / (len(noise_seeds) * len(timesteps))
