@@ -29,7 +29,8 @@ INCEPTION_FILE = "inception-2015-12-05.pt"  # clean-fid's torchscript, as in dif
 DRY_RUN_NOTICE = "diffattr: dry run: input files and the GPU are not checked (they are before a real run)"
 OVERLAY_ADVICE = (
     "Snakemake merges config files key by key over config.yaml, so an empty section keeps every default. "
-    "To replace a whole section, write the complete config in one file and run with "
+    "To replace methods or featurizers, list them under replace_sections in your file with the entries "
+    "you want; to replace anything else, write the complete config in one file and run with "
     "--replace-workflow-config (config.yaml is then not read; the schema fills unset keys)"
 )
 
