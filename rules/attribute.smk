@@ -1,12 +1,43 @@
 # Attribution: a score matrix (targets x train) per method and target split.
 
 
+# Journey-TRAK's target features: gradients at the x_t the generated images' DDIM runs visited,
+# averaged over the method's steps and projected like its featurizer's train shards.
+rule featurize_journey:
+    input:
+        model=out(f"models/full/seed{FULL_SEED}"),
+        trajectory=out("samples/full_trajectory.zarr"),
+    output:
+        directory(out("grads/journey/{method}/gen/{shard}.zarr")),
+    log:
+        log_path("featurize_journey", "{method}-{shard}"),
+    benchmark:
+        bench_path("featurize_journey", "{method}-{shard}")
+    wildcard_constraints:
+        method=name_regex(methods_of_kind("journey_trak")),
+    conda:
+        "../envs/diffattr.yaml"
+    threads: config["threads"]
+    resources:
+        gpu=GPU_RULE_GPUS,
+        mem_mb=config["resources"]["gpu_mem_mb"],
+        runtime=config["resources"]["runtime"],
+    params:
+        featurizer=lambda wc: config["featurizers"][
+            config["methods"][wc.method]["featurizer"]
+        ],
+        steps=lambda wc: config["methods"][wc.method]["steps"],
+        shard_size=config["featurize"]["shard_size"],
+        batch_size=config["featurize"]["batch_size"],
+        device=config["device"],
+    script:
+        "../scripts/journey_features.py"
+
+
+# TRAK / D-TRAK, and Journey-TRAK (gen only: its targets are the trajectory features below).
 rule trak_scores:
     input:
-        train=lambda wc: ensemble_shard_paths(wc.method, "train"),
-        targets=lambda wc: ensemble_shard_paths(wc.method, wc.target_split),
-        subsets=out("subsets/lds.npz"),
-        outputs=lds_output_paths(),
+        unpack(trak_score_inputs),
     output:
         directory(out("scores/{method}/{target_split}.zarr")),
     log:
@@ -14,7 +45,7 @@ rule trak_scores:
     benchmark:
         bench_path("trak_scores", "{method}-{target_split}")
     wildcard_constraints:
-        method=name_regex(methods_of_kind("trak")),
+        method=name_regex(methods_of_kinds(["trak", "journey_trak"])),
     conda:
         "../envs/diffattr.yaml"
     resources:

@@ -183,12 +183,48 @@ def lds_model_paths(models):
     return [out(f"models/lds/{m}/seed{s}") for m, s in models]
 
 
+def method_splits(method):
+    """The target splits a method is scored on: Journey-TRAK has trajectories for gen only."""
+    if config["methods"][method]["kind"] == "journey_trak":
+        return ["gen"]
+    return TARGET_SPLITS
+
+
 def score_paths():
     return [
         out(f"scores/{method}/{split}.zarr")
         for method in config["methods"]
-        for split in TARGET_SPLITS
+        for split in method_splits(method)
     ]
+
+
+# Journey-TRAK (rules/attribute.smk): generate also stores the sampling trajectories, only when asked.
+JOURNEY = bool(methods_of_kind("journey_trak"))
+
+
+def generate_outputs():
+    """The generated samples, and their DDIM trajectories when some method is Journey-TRAK."""
+    outputs = [directory(out("samples/full.zarr"))]
+    if JOURNEY:
+        outputs.append(directory(out("samples/full_trajectory.zarr")))
+    return outputs
+
+
+def trak_score_inputs(wildcards):
+    """TRAK's train and target shards; a Journey-TRAK method's targets are its trajectory features."""
+    method = wildcards.method
+    targets = ensemble_shard_paths(method, wildcards.target_split)
+    if config["methods"][method]["kind"] == "journey_trak":
+        targets = [
+            out(f"grads/journey/{method}/gen/{shard}.zarr")
+            for shard in range(num_shards("gen"))
+        ]
+    return {
+        "train": ensemble_shard_paths(method, "train"),
+        "targets": targets,
+        "subsets": out("subsets/lds.npz"),
+        "outputs": lds_output_paths(),
+    }
 
 
 def final_targets():

@@ -82,7 +82,7 @@ rule lds:
         runtime=config["resources"]["runtime"],
     params:
         methods=list(config["methods"]),
-        splits=TARGET_SPLITS,
+        splits={m: method_splits(m) for m in config["methods"]},
         train_seeds=config["lds"]["train_seeds"],
         evaluate=config["evaluate"],
     script:
@@ -112,7 +112,7 @@ rule dominating_norm:
         runtime=config["resources"]["runtime"],
     params:
         methods=list(config["methods"]),
-        splits=TARGET_SPLITS,
+        splits={m: method_splits(m) for m in config["methods"]},
         top_k=config["evaluate"]["top_k"],
     script:
         "../scripts/dominating_norm.py"

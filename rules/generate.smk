@@ -1,11 +1,12 @@
-# Generation: the generated-target set, sampled with DDIM from the full model, one seed per image.
+# Generation: the generated-target set, sampled with DDIM from the full model, one seed per image
+# (and its trajectories, samples/full_trajectory.zarr, when some method is Journey-TRAK).
 
 
 rule generate:
     input:
         model=out(f"models/full/seed{FULL_SEED}"),
     output:
-        directory(out("samples/full.zarr")),
+        generate_outputs(),
     log:
         log_path("generate"),
     benchmark:

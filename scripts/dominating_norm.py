@@ -12,7 +12,7 @@ with job(snakemake.log[0]) as log:
     paths = iter(snakemake.input.scores)
     rows = []
     for method in p.methods:
-        for split in p.splits:
+        for split in p.splits[method]:
             scores = read_arrays(next(paths), ["scores"])["scores"][~subsets[f"heldout_{split}"]]
             rows.append({"method": method, "split": split, **dominating_norm(scores, p.top_k)})
             log.info("%s", rows[-1])

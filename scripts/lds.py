@@ -15,7 +15,7 @@ with job(snakemake.log[0]) as log:
     rows, per_target = [], []
     score_paths = iter(snakemake.input.scores)
     for method in p.methods:
-        for split in p.splits:
+        for split in p.splits[method]:
             path = next(score_paths)
             evaluated = ~subsets[f"heldout_{split}"]
             scores = read_arrays(path, ["scores"])["scores"][evaluated]

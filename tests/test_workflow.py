@@ -32,7 +32,7 @@ def test_cifar2_preset_dry_run_lists_the_paper_jobs(tmp_path):
     assert jobs["lds_outputs"] == 64 * 3
     # 10 featurizers x (10 train + 2 val + 2 generated shards of 500)
     assert jobs["featurize"] == 10 * 14
-    assert jobs["trak_scores"] == 9 * 2 and jobs["pixel_scores"] == 2 and jobs["clip_scores"] == 2
+    assert jobs["trak_scores"] == 9 * 2 + 1 and jobs["pixel_scores"] == 2 and jobs["clip_scores"] == 2
     # 60 generated targets x (TRAK, D-TRAK, random); 64 datamodel retrains for 2 methods x 2 splits
     assert jobs["counterfactual_model"] == 60 * 3 and jobs["counterfactual"] == 1
     assert jobs["train_datamodel"] == jobs["datamodel_outputs"] == 64 and jobs["datamodel_scores"] == 4
@@ -40,6 +40,7 @@ def test_cifar2_preset_dry_run_lists_the_paper_jobs(tmp_path):
     assert jobs["featurize_checkpoint"] == 2 * 10 * 14 and jobs["das_residuals"] == 2
     assert jobs["local_scores"] == 8 * 2 and jobs["tracin_scores"] == 2 * 2
     assert jobs["dominating_norm"] == 1
+    assert jobs["featurize_journey"] == 2 and jobs["generate"] == 1  # 1000 targets, shard 500
     # EK-FAC: factors fitted once on the trak featurizer, scores per target split
     assert jobs["ekfac_factors"] == 1 and jobs["ekfac_scores"] == 2
 

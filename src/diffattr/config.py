@@ -109,7 +109,7 @@ def validate(config: dict, schema: dict | None = None) -> dict:
 # Method kinds scored from a featurizer's gradients (rules/attribute.smk).
 FEATURE_KINDS = (
     *("trak", "das", "relative_if", "renormalized_if"),
-    *("grad_dot", "grad_cosine", "tracin", "retrac", "ekfac"),
+    *("grad_dot", "grad_cosine", "tracin", "retrac", "ekfac", "journey_trak"),
 )
 
 
@@ -127,6 +127,11 @@ def _check_local_methods(config: dict) -> None:
             raise InputError(
                 f"config key 'featurizers.{method['featurizer']}.normalize_timesteps': method '{name}' "
                 "(kind ekfac) needs it false (plain timestep-averaged gradients)"
+            )
+        if kind == "journey_trak" and featurizer["normalize_timesteps"]:
+            raise InputError(
+                f"config key 'featurizers.{method['featurizer']}.normalize_timesteps': method '{name}' "
+                "(kind journey_trak) needs it false (plain step-averaged gradients)"
             )
         if kind in ("tracin", "retrac") and config["train"]["checkpoints"] < 1:
             raise InputError(

@@ -6,13 +6,14 @@ import contextlib
 import logging
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
 import torch
 from diffusers.models.attention_processor import Attention, AttnProcessor
 
+from diffattr.errors import InputError
 from diffattr.families.base import DiffusionModel
 from diffattr.outputs import evenly_spaced_timesteps, fixed_noise, output_function
 from diffattr.projection import RandomProjector, SparseProjector, make_projection
@@ -90,30 +91,41 @@ class TimestepAveragedGradient:
     def batch(self, images: torch.Tensor) -> torch.Tensor:
         """The flat gradients (B, P) of B unconditional images: vmap over samples of the gradient of
         each sample's timestep-batched output, K timesteps x B samples per forward."""
+        x0 = self.model.encode(images.to(self.model.device))
+        b, k = len(x0), len(self.timesteps)
+        noise = self.noise.to(x0.device)
+        x_t = self.model.add_noise(
+            x0.repeat_interleave(k, 0), noise.repeat(b, *[1] * (noise.dim() - 1)), self.timesteps.repeat(b)
+        )
+        return self.given(x_t.view(b, k, *x0.shape[1:]), noise.expand(b, *noise.shape), self.timesteps)
+
+    def given(self, x_t: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
+        """The flat gradients (B, P) of grad_theta (1/K) sum_k f(eps_theta(x_t[b, k], t_k), noise[b, k], t_k)
+        at given points: x_t and noise (B, K, *latent), timesteps (K,), shared by the B unconditional
+        samples (`batch` builds them by noising x0; Journey-TRAK passes a sampling trajectory)."""
         device = self.model.device
-        x0 = self.model.encode(images.to(device))
         denoiser = _Denoiser(self.model)
         name_of = {id(p): n for n, p in denoiser.named_parameters()}
         names = [name_of[id(p)] for p in self.params]  # the order of the flat gradient
         weights = {name: p.detach() for name, p in zip(names, self.params, strict=True)}
-        k_total, b = len(self.timesteps), len(x0)
+        b, k_total = x_t.shape[:2]
 
         def value(w: dict, x_t: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
             pred = torch.func.functional_call(denoiser, w, (x_t, t, None))
             return self.fn(pred, noise, t, self.alphas_cumprod).sum() / k_total
 
-        per_sample = torch.func.vmap(torch.func.grad(value), in_dims=(None, 0, None, None))
+        per_sample = torch.func.vmap(torch.func.grad(value), in_dims=(None, 0, 0, None))
         chunk = max(1, self.timestep_batch // b)
         total = None
         with _vmappable_attention(self.model.unet):
             for start in range(0, k_total, chunk):
-                t = self.timesteps[start : start + chunk].to(device)
-                noise = self.noise[start : start + chunk].to(device)
-                k = len(t)
-                x_t = self.model.add_noise(
-                    x0.repeat_interleave(k, 0), noise.repeat(b, *[1] * (noise.dim() - 1)), t.repeat(b)
+                t = timesteps[start : start + chunk].to(device)
+                grads = per_sample(
+                    weights,
+                    x_t[:, start : start + chunk].to(device),
+                    noise[:, start : start + chunk].to(device),
+                    t,
                 )
-                grads = per_sample(weights, x_t.view(b, k, *x0.shape[1:]), noise, t)
                 flat = torch.cat([grads[n].reshape(b, -1) for n in names], dim=1)
                 total = flat if total is None else total + flat
         return total
@@ -232,4 +244,56 @@ def featurize(
             log.info("featurized %d/%d  %.1fs", done, len(images), time.perf_counter() - start_time)
     if stats is not None:
         stats.update(seconds)
+    return out
+
+
+def trajectory_steps(num_steps: int, count: int) -> np.ndarray:
+    """Indices of `count` DDIM steps evenly spaced over the `num_steps` of a trajectory (all if 0)."""
+    if count <= 0 or count >= num_steps:
+        return np.arange(num_steps)
+    return np.unique(np.linspace(0, num_steps - 1, count).round().astype(np.int64))
+
+
+def implied_noise(
+    model: DiffusionModel, latents: torch.Tensor, timesteps: torch.Tensor, final: torch.Tensor
+) -> torch.Tensor:
+    """eps_t = (x_t - sqrt(abar_t) x_0) / sqrt(1 - abar_t): the noise that puts the final sample x_0 at
+    each visited x_t; latents (N, S, *latent), timesteps (S,), final (N, *latent)."""
+    abar = model.scheduler.alphas_cumprod.to(latents.device)[timesteps.to(latents.device)]
+    abar = abar.view(1, -1, *[1] * (latents.dim() - 2)).to(latents.dtype)
+    return (latents - abar.sqrt() * final[:, None]) / (1 - abar).sqrt()
+
+
+def featurize_trajectory(
+    model: DiffusionModel,
+    trajectory: dict[str, np.ndarray],
+    spec: FeaturizerSpec,
+    steps: int = 0,
+    projector: RandomProjector | SparseProjector | None = None,
+) -> np.ndarray:
+    """Journey-TRAK target features (N, k) float32: the per-sample gradient of the featurizer's output
+    at the (x_t, t) pairs the DDIM run visited (`steps` of them evenly spaced, 0 = all), averaged over
+    those steps, then projected like the train features of the same featurizer.
+
+    The output's target noise at a visited x_t is the noise implied by x_t and the run's final x_0
+    (`implied_noise`), i.e. the trajectory point is read as a forward-noised version of the generated
+    sample, the reading under which the training loss is defined. The DDIM run's own predicted noise
+    is not used: with it the loss and its gradient at the run's model are exactly zero. Only the
+    output `loss` (and `elbo`) use the target noise; the others depend on eps_theta alone.
+    """
+    if model.prompts is not None:
+        raise InputError("Journey-TRAK: conditional families are not supported (config key 'methods')")
+    model.unet.eval()
+    keep = trajectory_steps(len(trajectory["timesteps"]), steps)
+    latents = torch.from_numpy(np.ascontiguousarray(trajectory["latents"][:, keep]))
+    timesteps = torch.from_numpy(trajectory["timesteps"][keep])
+    noise = implied_noise(model, latents, timesteps, torch.from_numpy(trajectory["final"]))
+    gradient = TimestepAveragedGradient(model, replace(spec, timesteps=len(keep)))
+    projector = projector or make_projector(model, spec)
+    out = np.zeros((len(latents), spec.dim), dtype=np.float32)
+    for start in range(0, len(latents), gradient.samples):
+        stop = start + gradient.samples
+        rows = gradient.given(latents[start:stop], noise[start:stop], timesteps)
+        out[start : start + len(rows)] = projector.project(rows).numpy()
+        log.info("featurized trajectories %d/%d", start + len(rows), len(latents))
     return out

@@ -28,21 +28,62 @@ def ddim_sample(
 ) -> np.ndarray:
     """Images (N, C, H, W) as uint8, one per seed (and per prompt of `sample_prompts` for conditional
     families); with eta 0 the sampler is deterministic."""
+    return _ddim_run(model, seeds, num_inference_steps, eta, batch_size, keep_trajectory=False)[0]
+
+
+@torch.no_grad()
+def ddim_trajectory(
+    model: DiffusionModel, seeds: np.ndarray, num_inference_steps: int, eta: float, batch_size: int
+) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """The images of `ddim_sample` and the trajectory the run visited (Journey-TRAK's targets).
+
+    The trajectory holds `latents` (N, S, *latent): the x_t fed to each of the S DDIM steps;
+    `predicted_noise` (N, S, *latent): the model's eps at each step; `final` (N, *latent): the last
+    step's x_0 before decoding; `timesteps` (S,): the t of each step.
+    """
+    return _ddim_run(model, seeds, num_inference_steps, eta, batch_size, keep_trajectory=True)
+
+
+def _ddim_run(
+    model: DiffusionModel,
+    seeds: np.ndarray,
+    num_inference_steps: int,
+    eta: float,
+    batch_size: int,
+    keep_trajectory: bool,
+) -> tuple[np.ndarray, dict[str, np.ndarray] | None]:
+    """One DDIM run over all seeds in batches; the visited x_t and eps kept when asked."""
     model.unet.eval()
     ddim = DDIMScheduler.from_config(model.scheduler.config)
     ddim.set_timesteps(num_inference_steps)
     prompts = sample_prompts(model, len(seeds))
-    out = []
+    out, latents, noises, finals = [], [], [], []
     for start in range(0, len(seeds), batch_size):
         batch_seeds = seeds[start : start + batch_size]
         x = initial_noise(batch_seeds, model.latent_shape).to(model.device)
         cond = None if prompts is None else model.condition(list(prompts[start : start + batch_size]))
         generator = torch.Generator().manual_seed(int(batch_seeds[0]))
+        visited, predicted = [], []
         for t in ddim.timesteps:
             eps = model.predict_noise(x, t.to(model.device).expand(len(x)), cond)
+            if keep_trajectory:
+                visited.append(x.float().cpu())
+                predicted.append(eps.float().cpu())
             x = ddim.step(eps, t, x, eta=eta, generator=generator).prev_sample
         out.append(to_uint8(model.decode(x)))
-    return np.concatenate(out)
+        if keep_trajectory:
+            latents.append(torch.stack(visited, 1).numpy())
+            noises.append(torch.stack(predicted, 1).numpy())
+            finals.append(x.float().cpu().numpy())
+    if not keep_trajectory:
+        return np.concatenate(out), None
+    trajectory = {
+        "latents": np.concatenate(latents),
+        "predicted_noise": np.concatenate(noises),
+        "final": np.concatenate(finals),
+        "timesteps": ddim.timesteps.cpu().numpy().astype(np.int64),
+    }
+    return np.concatenate(out), trajectory
 
 
 def to_uint8(x: torch.Tensor) -> np.ndarray:

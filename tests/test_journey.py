@@ -1,0 +1,145 @@
+"""Journey-TRAK: the stored DDIM trajectory, its featurizer against a plain loop, its workflow stage."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+import yaml
+from diffusers.schedulers.scheduling_ddim import DDIMScheduler
+
+from diffattr.config import validate
+from diffattr.errors import InputError
+from diffattr.gradients import (
+    FeaturizerSpec,
+    featurize_trajectory,
+    make_projector,
+    trajectory_steps,
+)
+from diffattr.outputs import OUTPUT_FUNCTIONS
+from diffattr.sampling import ddim_sample, ddim_trajectory, initial_noise
+from diffattr.store import read_arrays
+from tests.workflow_helpers import ROOT, TINY, deep_update, make_workspace, planned_jobs, snakemake
+
+SEEDS = np.array([3, 11, 5])
+
+
+def test_stored_trajectory_is_the_ddim_run_done_by_hand(tiny_model):
+    """x_t fed to each step, the eps predicted there and the final x_0 equal a hand-written DDIM loop
+    (one seed at a time, so up to the float rounding of batched convolutions)."""
+    images, trajectory = ddim_trajectory(tiny_model, SEEDS, 4, 0.0, batch_size=2)
+    assert np.array_equal(images, ddim_sample(tiny_model, SEEDS, 4, 0.0, batch_size=2))
+    ddim = DDIMScheduler.from_config(tiny_model.scheduler.config)
+    ddim.set_timesteps(4)
+    assert np.array_equal(trajectory["timesteps"], ddim.timesteps.numpy())
+    for i, seed in enumerate(SEEDS):
+        x = initial_noise(np.array([seed]), tiny_model.latent_shape)
+        with torch.no_grad():
+            for s, t in enumerate(ddim.timesteps):
+                np.testing.assert_allclose(trajectory["latents"][i, s], x[0].numpy(), atol=1e-4)
+                eps = tiny_model.unet(x, t[None]).sample
+                np.testing.assert_allclose(trajectory["predicted_noise"][i, s], eps[0].numpy(), atol=1e-4)
+                x = ddim.step(eps, t, x, eta=0.0).prev_sample
+        np.testing.assert_allclose(trajectory["final"][i], x[0].numpy(), atol=1e-4)
+
+
+def test_trajectory_steps_are_evenly_spaced_with_both_ends():
+    assert trajectory_steps(50, 10).tolist() == [0, 5, 11, 16, 22, 27, 33, 38, 44, 49]
+    assert trajectory_steps(5, 0).tolist() == trajectory_steps(5, 9).tolist() == [0, 1, 2, 3, 4]
+
+
+def plain_loop_features(model, trajectory, spec, steps, projector):
+    """One backward per visited (x_t, t), target noise implied by x_t and the final x_0, averaged."""
+    params = model.trainable_parameters()
+    abar_all = model.scheduler.alphas_cumprod
+    fn = OUTPUT_FUNCTIONS[spec.output]
+    rows = []
+    for i in range(len(trajectory["latents"])):
+        keep = trajectory_steps(len(trajectory["timesteps"]), steps)
+        total = [torch.zeros_like(p) for p in params]
+        for s in keep:
+            t = torch.tensor([int(trajectory["timesteps"][s])])
+            x_t = torch.from_numpy(trajectory["latents"][i, s])[None]
+            x0 = torch.from_numpy(trajectory["final"][i])[None]
+            abar = abar_all[t]
+            noise = (x_t - abar.sqrt() * x0) / (1 - abar).sqrt()
+            value = fn(model.unet(x_t, t).sample, noise, t, abar_all)[0]
+            grads = torch.autograd.grad(value, params)
+            total = [a + g / len(keep) for a, g in zip(total, grads, strict=True)]
+        rows.append(torch.cat([g.reshape(-1) for g in total]))
+    return projector.project(torch.stack(rows)).numpy()
+
+
+@pytest.mark.parametrize(("output", "steps"), [("loss", 3), ("squared_norm", 0)])
+def test_trajectory_features_equal_plain_loop(tiny_model, output, steps):
+    _, trajectory = ddim_trajectory(tiny_model, SEEDS, 5, 0.0, batch_size=3)
+    spec = FeaturizerSpec(output, timesteps=10, dim=32, projection="gaussian", seed=0)
+    tiny_model.unet.eval()
+    projector = make_projector(tiny_model, spec)
+    fast = featurize_trajectory(tiny_model, trajectory, spec, steps, projector)
+    slow = plain_loop_features(tiny_model, trajectory, spec, steps, projector)
+    np.testing.assert_allclose(fast, slow, rtol=1e-4, atol=1e-5)
+    assert np.abs(fast).max() > 0
+
+
+def test_config_checks_name_the_key():
+    config = yaml.safe_load((ROOT / "config.yaml").read_text())
+    config["methods"]["J"] = {"kind": "journey_trak"}
+    with pytest.raises(InputError, match=r"^config key 'methods\.J\.featurizer'"):
+        validate(json.loads(json.dumps(config)))
+    config["methods"]["J"] = {"kind": "journey_trak", "featurizer": "das"}  # timestep-normalised
+    with pytest.raises(InputError, match=r"^config key 'featurizers\.das\.normalize_timesteps'"):
+        validate(json.loads(json.dumps(config)))
+
+
+def journey_config() -> dict:
+    """The tiny LDS run with TRAK and Journey-TRAK only (no counterfactual, no report)."""
+    config = deep_update(json.loads(json.dumps(TINY)), {"experiment": "journey"})
+    config["lds"]["num_subsets"] = 3
+    config["counterfactual"] = {"enabled": False}
+    return config
+
+
+def only_methods(workdir, methods: dict) -> None:
+    """Replace the workspace's methods (make_workspace merges dicts into the default's methods)."""
+    path = workdir / "config.yaml"
+    config = yaml.safe_load(path.read_text())
+    config["methods"] = methods
+    path.write_text(yaml.safe_dump(config))
+
+
+def test_default_jobs_store_no_trajectory(tmp_path):
+    workdir = make_workspace(tmp_path / "w", journey_config())
+    only_methods(workdir, {"TRAK": {"kind": "trak", "featurizer": "trak"}})
+    jobs = planned_jobs(workdir, "results/journey/samples/full.zarr", "--forceall")
+    assert jobs == {"generate": 1, "train_full": 1, "prepare_data": 1}
+    result = snakemake(
+        workdir, "-n", "--forceall", "results/journey/samples/full_trajectory.zarr", check=False
+    )
+    assert result.returncode != 0  # no rule makes it without a Journey-TRAK method
+
+
+@pytest.mark.slow
+def test_tiny_workflow_writes_gen_scores_and_a_gen_lds_row_only(tmp_path):
+    workdir = make_workspace(tmp_path / "w", journey_config())
+    only_methods(
+        workdir,
+        {
+            "TRAK": {"kind": "trak", "featurizer": "trak"},
+            "Journey": {"kind": "journey_trak", "featurizer": "trak", "steps": 3},
+        },
+    )
+    out = workdir / "results" / "journey"
+    snakemake(workdir, "--cores", "2", str(out / "metrics" / "lds.csv"), timeout=600)
+    trajectory = read_arrays(out / "samples" / "full_trajectory.zarr")
+    assert trajectory["latents"].shape == (8, 5, 1, 8, 8)
+    scores = read_arrays(out / "scores" / "Journey" / "gen.zarr")["scores"]
+    assert scores.shape == (8, 40) and np.isfinite(scores).all()
+    assert not (out / "scores" / "Journey" / "val.zarr").exists()
+    lds = pd.read_csv(out / "metrics" / "lds.csv")
+    assert sorted(zip(lds["method"], lds["split"], strict=True)) == [
+        ("Journey", "gen"),
+        ("TRAK", "gen"),
+        ("TRAK", "val"),
+    ]
