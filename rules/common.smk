@@ -215,6 +215,10 @@ def trak_score_inputs(wildcards):
     method = wildcards.method
     targets = ensemble_shard_paths(method, wildcards.target_split)
     if config["methods"][method]["kind"] == "journey_trak":
+        if wildcards.target_split != "gen":
+            raise ValueError(
+                f"diffattr: method '{method}' (kind journey_trak) scores gen targets only"
+            )
         targets = [
             out(f"grads/journey/{method}/gen/{shard}.zarr")
             for shard in range(num_shards("gen"))

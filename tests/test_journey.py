@@ -131,7 +131,7 @@ def test_tiny_workflow_writes_gen_scores_and_a_gen_lds_row_only(tmp_path):
         },
     )
     out = workdir / "results" / "journey"
-    snakemake(workdir, "--cores", "2", str(out / "metrics" / "lds.csv"), timeout=600)
+    snakemake(workdir, "--cores", "2", "results/journey/metrics/lds.csv", timeout=600)
     trajectory = read_arrays(out / "samples" / "full_trajectory.zarr")
     assert trajectory["latents"].shape == (8, 5, 1, 8, 8)
     scores = read_arrays(out / "scores" / "Journey" / "gen.zarr")["scores"]
