@@ -26,9 +26,10 @@ import yaml
 
 from diffattr.families import build_model
 from diffattr.families.base import DiffusionModel
-from diffattr.gradients import FeaturizerSpec, featurize, make_projector
+from diffattr.gradients import FeaturizerSpec, featurize, featurize_trajectory, make_projector
 from diffattr.models import PixelDiffusion, build_scheduler, build_unet
 from diffattr.outputs import OUTPUT_FUNCTIONS, evenly_spaced_timesteps, fixed_noise
+from diffattr.sampling import ddim_trajectory
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # the tiny Stable Diffusion of the tests (tests/tiny_sd.py)
@@ -56,7 +57,7 @@ REFERENCE = {"demo": {"batch": 4, "blocks": None}, "paper": {"batch": 2, "blocks
 # A dense Gaussian matrix for the paper UNet (38M x 4,096) does not fit in memory and would be
 # regenerated per batch, the reference's own bottleneck; it is benchmarked on the demo model only.
 CASES = {
-    "demo": ["train", "reference", "diffattr", "diffattr-gaussian"],
+    "demo": ["train", "reference", "diffattr", "diffattr-gaussian", "journey"],
     "paper": ["train", "reference", "diffattr"],
     "lora": ["train", "diffattr"],
 }
@@ -193,6 +194,19 @@ def bench_diffattr(model: DiffusionModel, images: torch.Tensor, projection: str)
     }
 
 
+def bench_journey(model: DiffusionModel, images: torch.Tensor) -> dict:
+    """Journey-TRAK's target featurizer: gradients at the K x_t of a K-step DDIM run per image."""
+    spec = FeaturizerSpec("loss", K, DIM, "sjlt", 0)
+    projector = make_projector(model, spec)
+    _, trajectory = ddim_trajectory(model, np.arange(len(images)), K, 0.0, len(images))
+    featurize_trajectory(
+        model, {k: v[:1] if v.ndim > 1 else v for k, v in trajectory.items()}, spec, 0, projector
+    )
+    start = time.perf_counter()
+    featurize_trajectory(model, trajectory, spec, 0, projector)
+    return {"sample_timesteps": len(images) * K, "seconds": time.perf_counter() - start}
+
+
 def run_case(case: str, threads: int) -> dict:
     torch.set_num_threads(threads)
     load, measured = os.getloadavg()[0], time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
@@ -203,6 +217,8 @@ def run_case(case: str, threads: int) -> dict:
         result = bench_train(model, images, train_batch, counts["train"])
     elif method == "reference":
         result = bench_reference(model, images[: counts["reference"]], **REFERENCE[name])
+    elif method == "journey":
+        result = bench_journey(model, images[: counts["diffattr"]])
     else:
         projection = "gaussian" if method == "diffattr-gaussian" else "sjlt"
         result = bench_diffattr(model, images[: counts["diffattr"]], projection)
