@@ -10,8 +10,9 @@ import pandas as pd
 import pytest
 import yaml
 
+from diffattr.config import validate
 from tests.test_data import fake_cifar10
-from tests.workflow_helpers import ROOT, deep_update, make_workspace, planned_jobs, snakemake
+from tests.workflow_helpers import ROOT, deep_update, layered_config, make_workspace, planned_jobs, snakemake
 
 PRESETS = sorted((ROOT / "experiments").glob("*.yaml"))
 
@@ -73,3 +74,14 @@ def test_unlearning_preset_values_images_by_datamodels_on_sparse_ft_and_retraine
     agreement = pd.read_csv(out / "metrics" / "agreement.csv")
     assert set(agreement["how"]) == {"sparse_ft"}
     assert (workdir / "results" / "unlearning-toy" / "report" / "index.html").is_file()
+
+
+@pytest.mark.parametrize("preset", PRESETS, ids=[p.stem for p in PRESETS])
+def test_paper_presets_run_one_gpu_job_per_model(preset):
+    """config.yaml's demo packs 8 tiny models into a job; a paper preset must not inherit that."""
+    config = validate(layered_config(preset))
+    if preset.stem.startswith("demo-"):  # variants of the embedded default, on its tiny models
+        return
+    for branch in ("lds", "shapley"):
+        if config[branch]["enabled"]:
+            assert config[branch]["models_per_job"] == 1, f"{preset.name}: {branch}.models_per_job"
