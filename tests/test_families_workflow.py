@@ -17,6 +17,7 @@ from tests.workflow_helpers import (
     TINY,
     TINY_SHAPLEY,
     deep_update,
+    layered_config,
     make_workspace,
     planned_jobs,
     snakemake,
@@ -131,9 +132,7 @@ def test_family_presets_dry_run_with_the_paper_job_counts(tmp_path, preset, expe
     workdir = make_workspace(tmp_path)
     path = ROOT / "experiments" / f"{preset}.yaml"
     jobs = planned_jobs(workdir, "--configfile", str(path))
-    config = validate(
-        deep_update(yaml.safe_load((workdir / "config.yaml").read_text()), yaml.safe_load(path.read_text()))
-    )
+    config = validate(layered_config(path))
     if "coalition_model" in expected:  # plus, per way, the datamodel baseline's own coalitions, if any
         expected["coalition_model"] += 2 * config["shapley"].get("datamodel", {}).get("num_coalitions", 0)
     assert {rule: jobs.get(rule) for rule in expected} == expected
