@@ -1,8 +1,6 @@
 """Global properties: IS and entropy in closed form, FID/KID through clean-fid, the feature extractors'
 loading code (classifier, Inception torchscript, open_clip aesthetic head) on small local models."""
 
-import json
-
 import numpy as np
 import pytest
 import torch
@@ -100,19 +98,7 @@ def test_inception_loads_from_a_local_folder_and_a_missing_file_is_one_line(tmp_
     assert "\n" not in str(err.value)
 
 
-def test_aesthetic_head_on_a_small_local_open_clip_model(tmp_path):
-    import open_clip
-
-    tiny = {
-        "embed_dim": 16,
-        "vision_cfg": {"image_size": 32, "layers": 1, "width": 32, "patch_size": 16, "head_width": 16},
-        "text_cfg": {"context_length": 8, "vocab_size": 64, "width": 16, "heads": 1, "layers": 1},
-    }
-    (tmp_path / "configs").mkdir()
-    (tmp_path / "configs" / "tiny-test-clip.json").write_text(json.dumps(tiny))
-    open_clip.add_model_config(tmp_path / "configs")
-    torch.manual_seed(0)
-    torch.save(open_clip.create_model("tiny-test-clip").state_dict(), tmp_path / "clip.pt")
+def test_aesthetic_head_on_a_small_local_open_clip_model(tmp_path, tiny_clip):
     torch.save({"weight": torch.randn(1, 16), "bias": torch.tensor([5.0])}, tmp_path / "head.pt")
     scorer = AestheticScorer("tiny-test-clip", tmp_path / "clip.pt", tmp_path / "head.pt")
     images = torch.rand(6, 3, 8, 8) * 2 - 1
