@@ -1,5 +1,8 @@
 """Stage timings: job seconds per rule from benchmark files, and start-up seconds from the jobs' logs."""
 
+import subprocess
+import sys
+
 import pytest
 
 from diffattr.runtime import job
@@ -35,9 +38,10 @@ def test_stage_timings_sum_jobs_cpu_and_start_up_per_stage(tmp_path):
 
 
 def test_a_job_logs_its_start_up_in_the_line_timings_read(tmp_path):
+    """A fresh interpreter, as Snakemake starts for each job, logs its start-up; timings reads it back."""
     log = tmp_path / "logs" / "lds" / "all.log"
-    with job(log):
-        pass
+    code = f"from diffattr.runtime import job\nwith job({str(log)!r}):\n    pass\n"
+    subprocess.run([sys.executable, "-c", code], check=True)
     write_job(tmp_path, "lds", "all", 100.0, 1.0)
     startup = stage_timings(tmp_path / "benchmarks").set_index("stage").loc["lds", "startup_s"]
     assert 0 < startup < 100
