@@ -32,14 +32,18 @@ from tests.workflow_helpers import (
     TINY,
     deep_update,
     make_workspace,
+    planned_gpu_rules,
     planned_jobs,
+    rule_resources,
+    stage_jobs,
 )
 
 PROFILE = ROOT / "profiles" / "slurm"
 # What a user types (the profile carries everything else); the short first status check only
 # makes the tests faster, a real run is fine with the plugin's default of 40 s.
 SLURM_ARGS = ("--profile", str(PROFILE), "--slurm-init-seconds-before-status-checks", "5")
-GPU_RULES = {"train_full", "train_lds", "generate", "featurize", "lds_outputs"}
+# Stages (rules, or their `_batch{b}` rules) that must ask SLURM for a GPU, and some that must not.
+GPU_STAGES = {"train_full", "train_lds", "generate", "featurize", "lds_outputs"}
 CPU_RULES = {"prepare_data", "lds_subsets", "trak_scores", "pixel_scores", "lds", "report"}
 RUN_TIMEOUT = 1200  # seconds for one whole tiny run on SLURM (about 3-5 minutes on 2 busy cores)
 
@@ -248,6 +252,10 @@ def cluster(tmp_path_factory):
 @pytest.mark.slow
 def test_tiny_run_on_slurm_matches_a_local_run(cluster, tiny_run, tmp_path):
     on_slurm = make_workspace(tmp_path / "slurm", TINY)
+    planned = {rule: count for rule, count in planned_jobs(on_slurm).items() if rule != "all"}
+    gpu_rules = planned_gpu_rules(on_slurm)
+    assert GPU_STAGES <= set(stage_jobs(dict.fromkeys(gpu_rules, 1))), gpu_rules
+    assert not gpu_rules & CPU_RULES, gpu_rules & CPU_RULES
     with JobWatcher(cluster) as watcher:
         driver = Driver(cluster, on_slurm, log=tmp_path / "slurm.log")
         code = driver.wait()
@@ -278,16 +286,15 @@ def test_tiny_run_on_slurm_matches_a_local_run(cluster, tiny_run, tmp_path):
     assert all(job["JobState"] == "COMPLETED" for job in jobs.values()), {
         k: (j["rule"], j["JobState"]) for k, j in jobs.items() if j["JobState"] != "COMPLETED"
     }
-    assert set(by_rule) == GPU_RULES | CPU_RULES, by_rule
-    assert by_rule["train_lds"] == 4 and by_rule["lds_outputs"] == 4 and by_rule["featurize"] == 8
+    assert by_rule == planned, f"SLURM ran {by_rule}, the dry run planned {planned}"
     for key, job in jobs.items():
         asks_gpu = "gpu:1" in job.get("TresPerJob", "")
-        assert asks_gpu == (job["rule"] in GPU_RULES), (
+        assert asks_gpu == (job["rule"] in gpu_rules), (
             f"{key} ({job['rule']}): TresPerJob={job.get('TresPerJob')}"
         )
     gpu_running = {k: g for k, g in watcher.gres_seen.items() if k in jobs}
     assert gpu_running, "no running GPU job was seen with a GPU allocated"
-    assert all(g.startswith("gpu") and jobs[k]["rule"] in GPU_RULES for k, g in gpu_running.items())
+    assert all(g.startswith("gpu") and jobs[k]["rule"] in gpu_rules for k, g in gpu_running.items())
 
     # The same numbers as a local run (the suite's shared tiny run, conftest.tiny_run).
     out_slurm, out_local = on_slurm / "results" / "tiny", tiny_run / "results" / "tiny"
@@ -446,13 +453,9 @@ def test_cifar2_slurm_dry_run_lists_gpu_resources(tmp_path):
     seconds = time.monotonic() - start
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert seconds < 60, f"the dry run took {seconds:.0f} s"
-    resources: dict[str, set[str]] = {}
-    for rule, res in re.findall(
-        r"^rule (\w+):\n(?:    .*\n)*?    resources: (.*)$", result.stdout + result.stderr, flags=re.MULTILINE
-    ):
-        resources.setdefault(rule, set()).add(res)
-    assert GPU_RULES | CPU_RULES <= set(resources), sorted(resources)
-    for rule in GPU_RULES:
+    resources = rule_resources(result.stdout + result.stderr)
+    assert GPU_STAGES | CPU_RULES <= set(resources), sorted(resources)
+    for rule in GPU_STAGES:
         assert all(re.search(r"\bgpu=1\b", r) for r in resources[rule]), (rule, resources[rule])
     for rule in CPU_RULES:
         assert not any(re.search(r"\bgpu=", r) for r in resources[rule]), (rule, resources[rule])

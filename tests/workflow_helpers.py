@@ -135,6 +135,22 @@ def stage_outputs(jobs: dict[str, list[list[str]]], stage: str) -> list[str]:
     )
 
 
+def rule_resources(dry_run_output: str) -> dict[str, set[str]]:
+    """Rule -> the `resources:` lines its jobs print in a dry run's output."""
+    resources: dict[str, set[str]] = {}
+    job = r"^(?:local)?rule (\w+):\n(?:    .*\n)*?    resources: (.*)$"
+    for rule, res in re.findall(job, dry_run_output, flags=re.MULTILINE):
+        resources.setdefault(rule, set()).add(res)
+    return resources
+
+
+def planned_gpu_rules(workdir: Path, *args: str) -> set[str]:
+    """Rules whose jobs a dry run plans with a GPU (`gpu=1` among their resources)."""
+    result = snakemake(workdir, *args, "-n")
+    resources = rule_resources(result.stdout + result.stderr)
+    return {rule for rule, lines in resources.items() if any(re.search(r"\bgpu=1\b", r) for r in lines)}
+
+
 def planned_jobs(workdir: Path, *args: str) -> dict[str, int]:
     """Rule -> job count of a dry run (empty when nothing is to be done)."""
     result = snakemake(workdir, *args, "-n", "--quiet", "rules")
