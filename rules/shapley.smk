@@ -41,6 +41,7 @@ rule coalitions:
     params:
         estimator=SHAPLEY["estimator"],
         num_coalitions=SHAPLEY["num_coalitions"],
+        enumerate_sizes=SHAPLEY["enumerate_sizes"],
         heldout={k: SHAPLEY["heldout"][k] for k in ("num_coalitions", "alpha")},
         datamodel=SHAPLEY["datamodel"],
         seed=SHAPLEY["seed"],

@@ -7,7 +7,7 @@ from diffattr.valuation import coalition_design, sample_heldout_coalitions
 with job(snakemake.log[0]) as log:
     p = snakemake.params
     n = len(read_table(snakemake.input.table, ["contributor", "name", "images"]))
-    fit = coalition_design(p.estimator, n, p.num_coalitions, p.seed)
+    fit, fit_weights = coalition_design(p.estimator, n, p.num_coalitions, p.seed, p.enumerate_sizes)
     heldout = sample_heldout_coalitions(
         n, p.heldout["num_coalitions"], p.heldout["alpha"], p.seed + 1, exclude=fit
     )
@@ -15,7 +15,15 @@ with job(snakemake.log[0]) as log:
     dm = sample_heldout_coalitions(
         n, p.datamodel["num_coalitions"], p.datamodel["alpha"], p.seed + 2, exclude=heldout
     )
-    write_npz(snakemake.output[0], fit=fit, dm=dm, heldout=heldout, seed=p.seed, estimator=p.estimator)
+    write_npz(
+        snakemake.output[0],
+        fit=fit,
+        fit_weights=fit_weights,
+        dm=dm,
+        heldout=heldout,
+        seed=p.seed,
+        estimator=p.estimator,
+    )
     log.info(
         "%d contributors: %d fit coalitions (%s), %d datamodel, %d held-out (alpha %.2f)",
         n,

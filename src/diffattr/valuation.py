@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from itertools import combinations
 from math import comb
 
 import numpy as np
@@ -30,6 +31,46 @@ def sample_kernelshap_coalitions(n: int, count: int, seed: int) -> np.ndarray:
     for row, size in zip(masks, sizes, strict=True):
         row[rng.choice(n, size=size, replace=False)] = True
     return masks
+
+
+def enumerated_kernelshap_coalitions(n: int, count: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Boolean (count, n) KernelSHAP coalitions and their regression weights, stratified by size as shap's
+    KernelExplainer does: every coalition of sizes 1 and n - 1, then 2 and n - 2, ... (the heaviest
+    Shapley-kernel sizes first) while `count` covers the whole pair; the rest drawn from the kernel
+    restricted to the sizes left. An enumerated coalition of size s weighs P(s) / C(n, s), a drawn one the
+    sizes' remaining mass / draws; weights sum to `count`. When not even sizes 1 and n - 1 fit, this is
+    `sample_kernelshap_coalitions` with unit weights."""
+    probs = dict(zip(range(1, n), shapley_kernel_size_probabilities(n), strict=True))
+    rows, weights, left = [], [], count
+    for small in range(1, n // 2 + 1):
+        pair = sorted({small, n - small})
+        if sum(comb(n, s) for s in pair) > left:
+            break
+        for size in pair:
+            weight = probs.pop(size) / comb(n, size)
+            for members in combinations(range(n), size):
+                row = np.zeros(n, dtype=bool)
+                row[list(members)] = True
+                rows.append(row)
+                weights.append(weight)
+        left = count - len(rows)
+    if not rows:
+        return sample_kernelshap_coalitions(n, count, seed), np.ones(count)
+    if left and not probs:
+        raise InputError(
+            f"config key 'shapley.num_coalitions': {count} is more than the {2**n - 2} coalitions of "
+            f"{n} contributors (neither empty nor full)"
+        )
+    if left:
+        rng = np.random.default_rng(seed)
+        sizes, mass = np.array(list(probs)), np.array(list(probs.values()))
+        for size in rng.choice(sizes, size=left, p=mass / mass.sum()):
+            row = np.zeros(n, dtype=bool)
+            row[rng.choice(n, size=size, replace=False)] = True
+            rows.append(row)
+            weights.append(mass.sum() / left)
+    weights = np.array(weights)
+    return np.array(rows), weights * count / weights.sum()
 
 
 def sample_uniform_coalitions(n: int, count: int, seed: int, keep: float = 0.5) -> np.ndarray:
@@ -68,18 +109,26 @@ def leave_one_out_coalitions(n: int) -> np.ndarray:
     return ~np.eye(n, dtype=bool)
 
 
-def kernelshap(masks: np.ndarray, values: np.ndarray, v_empty: float, v_full: float) -> np.ndarray:
+def kernelshap(
+    masks: np.ndarray,
+    values: np.ndarray,
+    v_empty: float,
+    v_full: float,
+    weights: np.ndarray | None = None,
+) -> np.ndarray:
     """Least squares of v(S) - v(empty) on membership, constrained so the values sum to v(full) - v(empty).
 
     With coalitions drawn from the Shapley kernel (`sample_kernelshap_coalitions`), the regression is
-    unweighted; its solution converges to the Shapley values.
+    unweighted; its solution converges to the Shapley values. `weights` weigh each coalition's residual
+    (those of `enumerated_kernelshap_coalitions`); with every coalition enumerated the solution is exact.
     """
     a = masks.astype(np.float64)
     n = a.shape[1]
+    w = np.ones(len(a)) if weights is None else np.asarray(weights, np.float64)
     kkt = np.zeros((n + 1, n + 1))
-    kkt[:n, :n] = 2 * a.T @ a
+    kkt[:n, :n] = 2 * a.T @ (w[:, None] * a)
     kkt[:n, n] = kkt[n, :n] = 1.0
-    rhs = np.concatenate([2 * a.T @ (values - v_empty), [v_full - v_empty]])
+    rhs = np.concatenate([2 * a.T @ (w * (values - v_empty)), [v_full - v_empty]])
     return np.linalg.lstsq(kkt, rhs, rcond=None)[0][:n]
 
 
@@ -133,14 +182,19 @@ def with_bootstrap(
     values: np.ndarray,
     n_boot: int,
     seed: int,
+    weights: np.ndarray | None = None,
 ) -> Valuation:
-    """Run `estimator(masks, values)` and estimate its standard error by resampling coalitions."""
+    """Run `estimator(masks, values)` and estimate its standard error by resampling coalitions; with
+    `weights` (one per coalition, resampled with it), `estimator(masks, values, weights)`."""
     rng = np.random.default_rng(seed)
-    point = estimator(masks, values)
-    draws = []
-    for _ in range(n_boot):
-        idx = rng.integers(0, len(masks), len(masks))
-        draws.append(estimator(masks[idx], values[idx]))
+
+    def fit(idx: np.ndarray) -> np.ndarray:
+        if weights is None:
+            return estimator(masks[idx], values[idx])
+        return estimator(masks[idx], values[idx], weights[idx])
+
+    point = fit(np.arange(len(masks)))
+    draws = [fit(rng.integers(0, len(masks), len(masks))) for _ in range(n_boot)]
     return Valuation(point, np.nanstd(np.stack(draws), axis=0, ddof=1))
 
 
@@ -167,20 +221,28 @@ def exact_banzhaf(value_fn: Callable[[np.ndarray], float], n: int) -> np.ndarray
 ESTIMATORS = ("kernelshap", "banzhaf", "loo", "datamodel")
 
 
-def coalition_design(estimator: str, n: int, count: int, seed: int) -> np.ndarray:
-    """The fit coalitions an estimator needs: Shapley-kernel draws, uniform draws, or the n leave-one-outs."""
+def coalition_design(
+    estimator: str, n: int, count: int, seed: int, enumerate_sizes: bool = False
+) -> tuple[np.ndarray, np.ndarray]:
+    """The fit coalitions an estimator needs and their regression weights: Shapley-kernel draws (with
+    `enumerate_sizes`, the heaviest sizes enumerated: `enumerated_kernelshap_coalitions`), uniform
+    draws, or the n leave-one-outs; weights are 1 but for enumerated KernelSHAP designs."""
     if n < 2:
         raise InputError(
             f"config key 'shapley.contributors': {n} contributor found, values need at least 2 "
             "(check contributors.by and the data's labels or metadata column)"
         )
+    if estimator == "kernelshap" and enumerate_sizes:
+        return enumerated_kernelshap_coalitions(n, count, seed)
     if estimator == "kernelshap":
-        return sample_kernelshap_coalitions(n, count, seed)
-    if estimator in ("banzhaf", "datamodel"):
-        return sample_uniform_coalitions(n, count, seed)
-    if estimator == "loo":
-        return leave_one_out_coalitions(n)
-    raise ValueError(f"unknown estimator {estimator!r} (known: {list(ESTIMATORS)})")
+        masks = sample_kernelshap_coalitions(n, count, seed)
+    elif estimator in ("banzhaf", "datamodel"):
+        masks = sample_uniform_coalitions(n, count, seed)
+    elif estimator == "loo":
+        masks = leave_one_out_coalitions(n)
+    else:
+        raise ValueError(f"unknown estimator {estimator!r} (known: {list(ESTIMATORS)})")
+    return masks, np.ones(len(masks))
 
 
 def estimate_values(
@@ -191,8 +253,14 @@ def estimate_values(
     v_full: float,
     n_boot: int,
     seed: int,
+    weights: np.ndarray | None = None,
 ) -> Valuation:
-    """One value per player by `estimator` from the game's (masks, values), with bootstrap standard errors."""
+    """One value per player by `estimator` from the game's (masks, values), with bootstrap standard errors;
+    `weights` are KernelSHAP's per-coalition weights (from `coalition_design`; other estimators take none)."""
+    if weights is not None and estimator == "kernelshap":
+        return with_bootstrap(
+            lambda m, v, w: kernelshap(m, v, v_empty, v_full, w), masks, values, n_boot, seed, weights
+        )
     fits = {
         "kernelshap": lambda m, v: kernelshap(m, v, v_empty, v_full),
         "banzhaf": banzhaf,
