@@ -145,6 +145,11 @@ def test_singletons_and_leave_one_outs_rank_planted_players_of_a_planted_game_la
     phi = kernelshap(masks, values, 0.0, planted_game(np.ones(n, bool)), weights)
     assert set(np.argsort(phi)[:2]) == {8, 9}
     assert np.isclose(phi.sum(), 0.3)
+    # the regression's solution: mean of a player's value alone and its leave-one-out value, plus a
+    # common shift so that the values sum to v(full) - v(empty)
+    alone = np.array([planted_game(np.arange(n) == i) for i in range(n)])
+    left_out = 0.3 - np.array([planted_game(np.arange(n) != i) for i in range(n)])
+    np.testing.assert_allclose(phi, (alone + left_out) / 2 + (0.3 - (alone + left_out).sum() / 2) / n)
     assert set(np.argsort(exact_shapley(planted_game, n))[:2]) == {8, 9}
 
 
