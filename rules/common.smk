@@ -81,6 +81,41 @@ def methods_of_kinds(kinds):
     return [name for kind in kinds for name in methods_of_kind(kind)]
 
 
+def featurizers_of(kinds):
+    """The featurizers named by the methods of these kinds, in config order."""
+    used = {config["methods"][m]["featurizer"] for m in methods_of_kinds(kinds)}
+    return [name for name in config["featurizers"] if name in used]
+
+
+def featurize_batches(at_checkpoints):
+    """(featurizer, [(checkpoint, split, shard), ...]) of the batch jobs (featurize_batch*, or with
+    `at_checkpoints` featurize_checkpoint_batch*): each featurizer's shards of the full model (or of
+    its training checkpoints, TracIn / ReTrac) grouped featurize.shards_per_job to a job. A batch never
+    mixes featurizers, so changing one featurizer reruns only its own shards."""
+    if at_checkpoints:
+        featurizers = featurizers_of(["tracin", "retrac"])
+        checkpoints = list(range(config["train"]["checkpoints"]))
+    else:
+        featurizers = featurizers_of(["trak", "journey_trak", *LOCAL_KINDS])
+        checkpoints = [None]
+    shards = [
+        (c, split, shard)
+        for c in checkpoints
+        for split in ["train", *TARGET_SPLITS]
+        for shard in range(num_shards(split))
+    ]
+    return [
+        (featurizer, batch)
+        for featurizer in featurizers
+        for batch in batches(shards, config["featurize"]["shards_per_job"])
+    ]
+
+
+def featurize_shard_path(featurizer, checkpoint, split, shard):
+    ckpt = "" if checkpoint is None else f"ckpt{checkpoint}/"
+    return out(f"grads/{featurizer}/{ckpt}{split}/{shard}.zarr")
+
+
 def local_score_inputs(wildcards):
     """The method's gradient shards, the LDS data its damping is chosen on, DAS's residuals."""
     method = config["methods"][wildcards.method]

@@ -3,8 +3,8 @@
 
 rule featurize:
     input:
+        unpack(lambda wc: {wc.split: split_images(wc.split)}),
         model=out(f"models/full/seed{FULL_SEED}"),
-        images=lambda wc: split_images(wc.split),
     output:
         directory(out("grads/{featurizer}/{split}/{shard}.zarr")),
     log:
@@ -20,6 +20,9 @@ rule featurize:
         runtime=config["resources"]["runtime"],
     params:
         featurizer=lambda wc: config["featurizers"][wc.featurizer],
+        shards=lambda wc: [
+            {"checkpoint": None, "split": wc.split, "shard": int(wc.shard)}
+        ],
         shard_size=config["featurize"]["shard_size"],
         batch_size=config["featurize"]["batch_size"],
         device=config["device"],
@@ -30,8 +33,8 @@ rule featurize:
 # The same featurizer on another independently trained full model: a member of a method's ensemble.
 rule featurize_member:
     input:
+        unpack(lambda wc: {wc.split: split_images(wc.split)}),
         model=out("models/full/seed{seed}"),
-        images=lambda wc: split_images(wc.split),
     output:
         directory(out("grads/{featurizer}/seed{seed}/{split}/{shard}.zarr")),
     log:
@@ -47,6 +50,9 @@ rule featurize_member:
         runtime=config["resources"]["runtime"],
     params:
         featurizer=lambda wc: config["featurizers"][wc.featurizer],
+        shards=lambda wc: [
+            {"checkpoint": None, "split": wc.split, "shard": int(wc.shard)}
+        ],
         shard_size=config["featurize"]["shard_size"],
         batch_size=config["featurize"]["batch_size"],
         device=config["device"],
@@ -58,8 +64,8 @@ rule featurize_member:
 # the c-th entry of the model's training.json, whose learning rate weights it.
 rule featurize_checkpoint:
     input:
+        unpack(lambda wc: {wc.split: split_images(wc.split)}),
         model=out(f"models/full/seed{FULL_SEED}"),
-        images=lambda wc: split_images(wc.split),
     output:
         directory(out("grads/{featurizer}/ckpt{c}/{split}/{shard}.zarr")),
     log:
@@ -80,9 +86,52 @@ rule featurize_checkpoint:
         shard_size=config["featurize"]["shard_size"],
         batch_size=config["featurize"]["batch_size"],
         device=config["device"],
-        checkpoint=lambda wc: int(wc.c),
+        shards=lambda wc: [
+            {"checkpoint": int(wc.c), "split": wc.split, "shard": int(wc.shard)}
+        ],
     script:
         "../scripts/featurize.py"
+
+
+# With featurize.shards_per_job > 1, one job computes a batch of one featurizer's shards (of the full
+# model, or of its checkpoints) in turn, each into its own output; Snakemake prefers these
+# wildcard-free rules to featurize / featurize_checkpoint for the shards they list.
+for stage, at_checkpoints in (("featurize", False), ("featurize_checkpoint", True)):
+    for b, (featurizer_name, batch) in enumerate(featurize_batches(at_checkpoints)):
+
+        rule:
+            name:
+                f"{stage}_batch{b}"
+            input:
+                **{split: split_images(split) for _, split, _ in batch},
+                model=out(f"models/full/seed{FULL_SEED}"),
+            output:
+                [
+                    directory(featurize_shard_path(featurizer_name, *shard))
+                    for shard in batch
+                ],
+            log:
+                log_path(stage, f"batch{b}"),
+            benchmark:
+                bench_path(stage, f"batch{b}")
+            conda:
+                "../envs/diffattr.yaml"
+            threads: config["threads"]
+            resources:
+                gpu=GPU_RULE_GPUS,
+                mem_mb=config["resources"]["gpu_mem_mb"],
+                runtime=config["resources"]["runtime"] * len(batch),
+            params:
+                featurizer=config["featurizers"][featurizer_name],
+                shards=[
+                    {"checkpoint": c, "split": split, "shard": shard}
+                    for c, split, shard in batch
+                ],
+                shard_size=config["featurize"]["shard_size"],
+                batch_size=config["featurize"]["batch_size"],
+                device=config["device"],
+            script:
+                "../scripts/featurize.py"
 
 
 # DAS's training residuals: the full model's error on each training image at a featurizer's timesteps,

@@ -1,11 +1,18 @@
-"""Rule featurize: projected per-sample gradients of one shard of a split."""
+"""Rules featurize, featurize_checkpoint, featurize_member and their batches: projected per-sample
+gradients of shards of a split.
+
+`params.shards` lists each output's checkpoint (None = the model itself), split and shard; a batch job
+computes them in turn, each into its own output (diffattr.batching), loading each checkpoint once and
+drawing the projection matrix once.
+"""
 
 import numpy as np
 
+from diffattr.batching import each_model
 from diffattr.checkpoints import saved_checkpoint
 from diffattr.data import read_imageset
 from diffattr.families import load_model
-from diffattr.gradients import FeaturizerSpec, featurize
+from diffattr.gradients import FeaturizerSpec, featurize, make_projector
 from diffattr.models import resolve_device
 from diffattr.runtime import job
 from diffattr.store import write_arrays
@@ -13,21 +20,33 @@ from diffattr.store import write_arrays
 with job(snakemake.log[0], snakemake.threads) as log:
     p = snakemake.params
     spec = FeaturizerSpec.from_config(p.featurizer)
-    start = int(snakemake.wildcards.shard) * p.shard_size
-    data = read_imageset(snakemake.input.images)
-    images = data.tensor()[start : start + p.shard_size]
-    captions = None if data.captions is None else data.captions[start : start + p.shard_size]
-    model_dir = snakemake.input.model
-    if getattr(p, "checkpoint", None) is not None:  # rule featurize_checkpoint (TracIn, ReTrac)
-        model_dir = saved_checkpoint(model_dir, p.checkpoint)[0]
-    model = load_model(model_dir).to(resolve_device(p.device))
-    features = featurize(
-        model, images, spec, p.batch_size, noise_seed=p.featurizer["noise_seed"], captions=captions
-    )
-    write_arrays(
-        snakemake.output[0],
-        {"features": features, "position": np.arange(start, start + len(images))},
-        attrs={"start": start, **p.featurizer},
-        chunk_rows=p.batch_size,
-    )
-    log.info("wrote %s features", features.shape)
+    device = resolve_device(p.device)
+    loaded, projector = None, None
+    for shard, output in each_model(p.shards, snakemake.output, snakemake.threads):
+        if loaded is None or loaded[0] != shard["checkpoint"]:  # TracIn / ReTrac: one checkpoint at a time
+            model_dir = snakemake.input.model
+            if shard["checkpoint"] is not None:
+                model_dir = saved_checkpoint(model_dir, shard["checkpoint"])[0]
+            loaded = (shard["checkpoint"], load_model(model_dir).to(device))
+        model = loaded[1]
+        projector = projector or make_projector(model, spec)
+        start = shard["shard"] * p.shard_size
+        data = read_imageset(snakemake.input[shard["split"]])
+        images = data.tensor()[start : start + p.shard_size]
+        captions = None if data.captions is None else data.captions[start : start + p.shard_size]
+        features = featurize(
+            model,
+            images,
+            spec,
+            p.batch_size,
+            noise_seed=p.featurizer["noise_seed"],
+            captions=captions,
+            projector=projector,
+        )
+        write_arrays(
+            output,
+            {"features": features, "position": np.arange(start, start + len(images))},
+            attrs={"start": start, **p.featurizer},
+            chunk_rows=p.batch_size,
+        )
+        log.info("%s: wrote %s features", shard, features.shape)

@@ -11,6 +11,7 @@ import torch
 
 from diffattr.batching import each_model
 from diffattr.models import PixelDiffusion, build_scheduler, build_unet
+from diffattr.store import read_arrays
 from diffattr.training import train
 from tests.conftest import TINY_MODEL
 from tests.workflow_helpers import (
@@ -20,6 +21,7 @@ from tests.workflow_helpers import (
     make_workspace,
     planned_jobs,
     snakemake,
+    stage_jobs,
     stage_outputs,
 )
 from tests.workflow_helpers import planned_outputs as workflow_planned_outputs
@@ -123,3 +125,51 @@ def test_lds_batch_reruns_exactly_and_equals_models_trained_alone(tmp_path):
     assert planned_jobs(workdir, *models, "--forcerun", "train_lds") == {"train_lds": 2}
     snakemake(workdir, "--cores", "2", *models, "--forcerun", "train_lds")
     assert {m: model_bytes(workdir / m) for m in models} == batched
+
+
+def test_featurize_batches_plan_every_shard_once_and_never_mix_featurizers(tmp_path):
+    tiny = deep_update(copy.deepcopy(TINY), {"counterfactual": {"enabled": False}})
+    alone = workflow_planned_outputs(
+        make_workspace(tmp_path, deep_update(tiny, {"featurize": {"shards_per_job": 1}}))
+    )
+    batched = workflow_planned_outputs(
+        make_workspace(tmp_path, deep_update(tiny, {"featurize": {"shards_per_job": 3}}))
+    )
+    for stage in ("featurize", "featurize_checkpoint"):
+        assert stage_outputs(batched, stage) == stage_outputs(alone, stage)
+        jobs = [
+            job for rule, outputs in batched.items() if rule.startswith(f"{stage}_batch") for job in outputs
+        ]
+        assert len(jobs) < len(alone[stage]) and all(len(job) <= 3 for job in jobs)
+        for job in jobs:  # one featurizer per batch: changing one featurizer reruns no other's shards
+            assert len({re.search(r"/grads/([\w-]+)/", path).group(1) for path in job}) == 1
+
+
+def assert_same_features(workdir, expected):
+    """Every shard of `expected` holds the same features and positions in `workdir` now."""
+    for path, arrays in expected.items():
+        again = read_arrays(workdir / path, ["features", "position"])
+        for name, value in arrays.items():
+            assert np.array_equal(again[name], value), (path, name)
+
+
+@pytest.mark.slow
+def test_featurize_batch_reruns_exactly_and_equals_shards_computed_alone(tmp_path):
+    config = deep_update(
+        copy.deepcopy(TINY),
+        {"featurize": {"shards_per_job": 4}, "counterfactual": {"enabled": False}},
+    )
+    workdir = make_workspace(tmp_path, config)
+    shards = [f"results/tiny/grads/tracin/ckpt0/{split}/0.zarr" for split in ("train", "val", "gen")]
+    snakemake(workdir, "--cores", "2", *shards)
+    batched = {p: read_arrays(workdir / p, ["features", "position"]) for p in shards}
+    # a shard lost from a batch: its batch job remakes the batch, with the same features
+    shutil.rmtree(workdir / shards[1])
+    assert stage_jobs(planned_jobs(workdir, *shards)) == {"featurize_checkpoint": 1}
+    snakemake(workdir, "--cores", "2", *shards)
+    assert_same_features(workdir, batched)
+    # one job per shard: the same features
+    make_workspace(workdir, deep_update(config, {"featurize": {"shards_per_job": 1}}))
+    assert planned_jobs(workdir, *shards, "--forcerun", "featurize_checkpoint") == {"featurize_checkpoint": 3}
+    snakemake(workdir, "--cores", "2", *shards, "--forcerun", "featurize_checkpoint")
+    assert_same_features(workdir, batched)

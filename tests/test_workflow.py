@@ -19,8 +19,12 @@ from tests.workflow_helpers import (
     planned_jobs,
     planned_outputs,
     snakemake,
+    stage_jobs,
     stage_outputs,
 )
+
+# With pytest-xdist (make test), this module's tests run in one worker, which shares its finished runs.
+pytestmark = pytest.mark.xdist_group("tiny-workflow")
 
 
 def test_cifar2_preset_dry_run_lists_the_paper_jobs(tmp_path):
@@ -89,6 +93,12 @@ def planned_after_change(workdir, config, change, planned=planned_jobs):
         make_workspace(workdir, config)
 
 
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    """A workspace after a complete local run of the tiny workflow (TINY): every method's rules."""
+    return finished_workspace(tmp_path_factory, "tiny", TINY)
+
+
 @pytest.mark.slow
 def test_tiny_run_writes_every_declared_output(tiny_run):
     out = tiny_run / "results" / "tiny"
@@ -126,10 +136,11 @@ def test_snakemakes_own_report_of_a_finished_run(tiny_run, tmp_path):
 
 @pytest.mark.slow
 def test_changing_gradient_timesteps_reruns_only_what_depends_on_them(tiny_run):
-    jobs = planned_after_change(tiny_run, TINY, {"featurizers": {"trak": {"timesteps": 6}}})
+    jobs = stage_jobs(planned_after_change(tiny_run, TINY, {"featurizers": {"trak": {"timesteps": 6}}}))
     rescored = {"trak_scores", "local_scores", "dominating_norm"}
     assert set(jobs) == {"featurize", *rescored, "lds", "report", "all"}
-    assert jobs["featurize"] == 4 and jobs["trak_scores"] == 2  # trak only: 2 train + val + gen shards
+    # trak only: its 2 train + val + gen shards, in one job (featurize.shards_per_job)
+    assert jobs["featurize"] == 1 and jobs["trak_scores"] == 2
     assert jobs["local_scores"] == 3 * 2  # relative-IF, renormalized-IF, grad-cosine reuse trak's gradients
 
 
