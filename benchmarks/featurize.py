@@ -24,6 +24,7 @@ import numpy as np
 import torch
 import yaml
 
+from diffattr.ekfac import EkfacPreconditioner, fit_diffusion_ekfac, full_gradients, kfac_layers
 from diffattr.families import build_model
 from diffattr.families.base import DiffusionModel
 from diffattr.gradients import FeaturizerSpec, featurize, featurize_trajectory, make_projector
@@ -57,7 +58,15 @@ REFERENCE = {"demo": {"batch": 4, "blocks": None}, "paper": {"batch": 2, "blocks
 # A dense Gaussian matrix for the paper UNet (38M x 4,096) does not fit in memory and would be
 # regenerated per batch, the reference's own bottleneck; it is benchmarked on the demo model only.
 CASES = {
-    "demo": ["train", "reference", "diffattr", "diffattr-gaussian", "journey"],
+    "demo": [
+        "train",
+        "reference",
+        "diffattr",
+        "diffattr-gaussian",
+        "diffattr-normalized",
+        "ekfac",
+        "journey",
+    ],
     "paper": ["train", "reference", "diffattr"],
     "lora": ["train", "diffattr"],
 }
@@ -180,8 +189,12 @@ def bench_reference(model: PixelDiffusion, images: torch.Tensor, batch: int, blo
     }
 
 
-def bench_diffattr(model: DiffusionModel, images: torch.Tensor, projection: str) -> dict:
-    spec = FeaturizerSpec("squared_norm", K, DIM, projection, 0)
+def bench_diffattr(
+    model: DiffusionModel, images: torch.Tensor, projection: str, normalize_timesteps: bool = False
+) -> dict:
+    """diffattr's featurizer; with `normalize_timesteps`, each timestep's gradient scaled to unit norm
+    before the average (DAS, ReTrac: per-timestep gradients by vmap)."""
+    spec = FeaturizerSpec("squared_norm", K, DIM, projection, 0, normalize_timesteps)
     projector = make_projector(model, spec)  # built once per process, like a featurize job
     featurize(model, images[:1], spec, 8, projector=projector)  # warm-up
     stats: dict[str, float] = {}
@@ -191,6 +204,27 @@ def bench_diffattr(model: DiffusionModel, images: torch.Tensor, projection: str)
         "sample_timesteps": len(images) * K,
         "seconds": time.perf_counter() - start,
         "projection_s": stats["projection_s"],
+    }
+
+
+def bench_ekfac(model: DiffusionModel, images: torch.Tensor) -> dict:
+    """EK-FAC's per-sample path (rule ekfac_scores): unprojected K-timestep loss gradients, rotated into
+    each layer's Kronecker eigenbasis (the rotation in `projection_s`). The factors, fitted beforehand
+    on the same images, are not timed: rule ekfac_factors fits them once per model."""
+    spec = FeaturizerSpec("loss", K, DIM, "sjlt", 0)
+    params = model.trainable_parameters()
+    factors = fit_diffusion_ekfac(model, images, spec, noise_seed=0)
+    preconditioner = EkfacPreconditioner(factors, kfac_layers(model.unet, params), params)
+    preconditioner.rotate(next(full_gradients(model, images[:1], spec, 0)))  # warm-up
+    rotate_s, start = 0.0, time.perf_counter()
+    for grads in full_gradients(model, images, spec, 0):
+        tick = time.perf_counter()
+        preconditioner.rotate(grads)
+        rotate_s += time.perf_counter() - tick
+    return {
+        "sample_timesteps": len(images) * K,
+        "seconds": time.perf_counter() - start,
+        "projection_s": rotate_s,
     }
 
 
@@ -219,9 +253,12 @@ def run_case(case: str, threads: int) -> dict:
         result = bench_reference(model, images[: counts["reference"]], **REFERENCE[name])
     elif method == "journey":
         result = bench_journey(model, images[: counts["diffattr"]])
+    elif method == "ekfac":
+        result = bench_ekfac(model, images[: counts["diffattr"]])
     else:
         projection = "gaussian" if method == "diffattr-gaussian" else "sjlt"
-        result = bench_diffattr(model, images[: counts["diffattr"]], projection)
+        normalize = method == "diffattr-normalized"
+        result = bench_diffattr(model, images[: counts["diffattr"]], projection, normalize)
     params = sum(p.numel() for p in model.trainable_parameters())  # LoRA: the adapters only
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return {
@@ -333,7 +370,12 @@ def write_results(rows: list[dict], measured: bool) -> None:
         "Cases: `train` = batched training step (forward, backward, AdamW); `reference` = D-TRAK's recipe "
         "(vmap(grad) per timestep, sum over K, traker 0.3.2 BasicProjector); "
         "`diffattr` = diffattr's featurizer "
-        "with the sparse JL projection; `diffattr-gaussian` = the same with a dense Gaussian matrix. "
+        "with the sparse JL projection; `diffattr-gaussian` = the same with a dense Gaussian matrix; "
+        "`diffattr-normalized` = the same with `normalize_timesteps` (DAS, ReTrac: each timestep's gradient "
+        "by vmap, scaled to unit norm); `ekfac` = EK-FAC's per-sample path (unprojected loss gradients "
+        "rotated into the Kronecker eigenbases, the rotation under projection share; factors not timed); "
+        "`journey` = Journey-TRAK's trajectory featurizer. TracIn's checkpoint featurizer is `diffattr` "
+        "at another model. "
         "Where the reference's projection was timed on a subset of its identical blocks, its time is scaled "
         "by the block count.\n\n"
     )
