@@ -7,7 +7,9 @@ from diffattr.valuation import coalition_design, sample_heldout_coalitions
 with job(snakemake.log[0]) as log:
     p = snakemake.params
     n = len(read_table(snakemake.input.table, ["contributor", "name", "images"]))
-    fit, fit_weights = coalition_design(p.estimator, n, p.num_coalitions, p.seed, p.enumerate_sizes)
+    fit, fit_weights, fit_enumerated = coalition_design(
+        p.estimator, n, p.num_coalitions, p.seed, p.enumerate_sizes
+    )
     heldout = sample_heldout_coalitions(
         n, p.heldout["num_coalitions"], p.heldout["alpha"], p.seed + 1, exclude=fit
     )
@@ -19,6 +21,7 @@ with job(snakemake.log[0]) as log:
         snakemake.output[0],
         fit=fit,
         fit_weights=fit_weights,
+        fit_enumerated=fit_enumerated,
         dm=dm,
         heldout=heldout,
         seed=p.seed,

@@ -20,9 +20,19 @@ with job(snakemake.log[0]) as log:
     kind = "dm" if wc.estimator == "datamodel" and len(coalitions["dm"]) else "fit"
     masks = coalitions[kind]
     values = np.array([measured[f"{kind}{i}"] for i in range(len(masks))])
-    weights = coalitions["fit_weights"] if kind == "fit" and wc.estimator == "kernelshap" else None
+    design = kind == "fit" and wc.estimator == "kernelshap"
+    weights = coalitions["fit_weights"] if design else None
+    enumerated = int(coalitions["fit_enumerated"]) if design else 0
     result = estimate_values(
-        wc.estimator, masks, values, measured["empty"], measured["full"], p.bootstrap, p.seed, weights
+        wc.estimator,
+        masks,
+        values,
+        measured["empty"],
+        measured["full"],
+        p.bootstrap,
+        p.seed,
+        weights,
+        enumerated,
     )
     table["value"], table["stderr"] = result.values, result.stderr
     table["property"], table["estimator"], table["how"] = p.prop, wc.estimator, wc.how

@@ -86,8 +86,8 @@ def test_coalition_designs_and_the_estimator_dispatch_recover_an_additive_game()
     assert coalition_design("loo", n, 99, 0)[0].sum(1).tolist() == [n - 1] * n
     assert coalition_design("kernelshap", n, 50, 0)[0].shape == (50, n)
     for estimator in ("kernelshap", "banzhaf", "loo", "datamodel"):
-        masks, weights = coalition_design(estimator, n, 200, 1)
-        assert (weights == 1).all()
+        masks, weights, enumerated = coalition_design(estimator, n, 200, 1)
+        assert (weights == 1).all() and enumerated == 0
         values = np.array([additive(m) for m in masks])
         result = estimate_values(
             estimator, masks, values, additive(np.zeros(n, bool)), additive(np.ones(n, bool)), 50, 0
@@ -105,16 +105,18 @@ def test_enumerated_kernelshap_design_takes_the_heaviest_sizes_whole():
     from diffattr.valuation import enumerated_kernelshap_coalitions
 
     n = 10
-    masks, weights = enumerated_kernelshap_coalitions(n, 2 * n, seed=0)  # exactly sizes 1 and n - 1
+    masks, weights, enumerated = enumerated_kernelshap_coalitions(n, 2 * n, seed=0)  # sizes 1 and n - 1
+    assert enumerated == 2 * n
     assert sorted(masks.sum(1).tolist()) == [1] * n + [n - 1] * n
     assert len({m.tobytes() for m in masks}) == 2 * n
     np.testing.assert_allclose(weights, 1.0)  # the two sizes weigh the same per coalition
-    masks, weights = enumerated_kernelshap_coalitions(n, 50, seed=0)  # 20 enumerated, 30 drawn
+    masks, weights, enumerated = enumerated_kernelshap_coalitions(n, 50, seed=0)  # 30 of them drawn
+    assert enumerated == 20
     assert (masks[:20].sum(1) % (n - 2) == 1).all() and np.isin(masks[20:].sum(1), range(2, n - 1)).all()
     kernel = shapley_kernel_size_probabilities(n)  # the enumerated rows carry sizes 1 and 9's mass
     assert np.isclose(weights.sum(), 50) and np.isclose(weights[:20].sum() / 50, kernel[0] + kernel[-1])
-    drawn, unit = enumerated_kernelshap_coalitions(n, 15, seed=3)  # not even sizes 1 and 9 fit
-    assert (drawn == sample_kernelshap_coalitions(n, 15, seed=3)).all() and (unit == 1).all()
+    drawn, unit, none = enumerated_kernelshap_coalitions(n, 15, seed=3)  # not even sizes 1 and 9 fit
+    assert (drawn == sample_kernelshap_coalitions(n, 15, seed=3)).all() and (unit == 1).all() and not none
     with pytest.raises(Exception, match="shapley.num_coalitions"):
         enumerated_kernelshap_coalitions(4, 15, seed=0)  # only 14 coalitions of 4 players
 
@@ -123,11 +125,12 @@ def test_enumerated_kernelshap_design_takes_the_heaviest_sizes_whole():
 def test_weighted_kernelshap_on_every_coalition_is_exact(game, n):
     from diffattr.valuation import coalition_design, estimate_values
 
-    masks, weights = coalition_design("kernelshap", n, 2**n - 2, seed=0, enumerate_sizes=True)
+    masks, weights, enumerated = coalition_design("kernelshap", n, 2**n - 2, seed=0, enumerate_sizes=True)
     values = np.array([game(m) for m in masks])
     v_empty, v_full = game(np.zeros(n, bool)), game(np.ones(n, bool))
-    result = estimate_values("kernelshap", masks, values, v_empty, v_full, 20, 0, weights)
+    result = estimate_values("kernelshap", masks, values, v_empty, v_full, 20, 0, weights, enumerated)
     np.testing.assert_allclose(result.values, exact_shapley(game, n), atol=1e-9)
+    assert np.isnan(result.stderr).all()  # nothing drawn: no sampling error to estimate
     unweighted = kernelshap(masks, values, v_empty, v_full)  # the same coalitions, unweighted: not Shapley
     assert not np.allclose(unweighted, exact_shapley(game, n), atol=1e-3)
 
@@ -140,7 +143,7 @@ def test_singletons_and_leave_one_outs_rank_planted_players_of_a_planted_game_la
         clean, bad = (mask & ~planted).sum(), (mask & planted).sum()
         return 0.0 if not clean else [0.8, 0.5, 0.3][bad]
 
-    masks, weights = coalition_design_for(n, 2 * n)
+    masks, weights, _ = coalition_design_for(n, 2 * n)
     values = np.array([planted_game(m) for m in masks])
     phi = kernelshap(masks, values, 0.0, planted_game(np.ones(n, bool)), weights)
     assert set(np.argsort(phi)[:2]) == {8, 9}
@@ -151,6 +154,20 @@ def test_singletons_and_leave_one_outs_rank_planted_players_of_a_planted_game_la
     left_out = 0.3 - np.array([planted_game(np.arange(n) != i) for i in range(n)])
     np.testing.assert_allclose(phi, (alone + left_out) / 2 + (0.3 - (alone + left_out).sum() / 2) / n)
     assert set(np.argsort(exact_shapley(planted_game, n))[:2]) == {8, 9}
+
+
+def test_bootstrap_resamples_only_the_drawn_coalitions():
+    from diffattr.valuation import coalition_design, estimate_values
+
+    n = 7
+    masks, weights, enumerated = coalition_design("kernelshap", n, 40, seed=0, enumerate_sizes=True)
+    assert enumerated == 14
+    values = np.array([interactions(m) for m in masks])
+    v_empty, v_full = interactions(np.zeros(n, bool)), interactions(np.ones(n, bool))
+    kept = estimate_values("kernelshap", masks, values, v_empty, v_full, 50, 0, weights, enumerated)
+    whole = estimate_values("kernelshap", masks, values, v_empty, v_full, 50, 0, weights, 0)
+    np.testing.assert_allclose(kept.values, whole.values)
+    assert np.isfinite(kept.stderr).all() and kept.stderr.mean() < whole.stderr.mean()
 
 
 def coalition_design_for(n, count):

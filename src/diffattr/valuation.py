@@ -33,8 +33,9 @@ def sample_kernelshap_coalitions(n: int, count: int, seed: int) -> np.ndarray:
     return masks
 
 
-def enumerated_kernelshap_coalitions(n: int, count: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Boolean (count, n) KernelSHAP coalitions and their regression weights, stratified by size as shap's
+def enumerated_kernelshap_coalitions(n: int, count: int, seed: int) -> tuple[np.ndarray, np.ndarray, int]:
+    """Boolean (count, n) KernelSHAP coalitions, their regression weights and how many of them (the first
+    rows) are enumerated rather than drawn, stratified by size as shap's
     KernelExplainer does: every coalition of sizes 1 and n - 1, then 2 and n - 2, ... (the heaviest
     Shapley-kernel sizes first) while `count` covers the whole pair; the rest drawn from the kernel
     restricted to the sizes left. An enumerated coalition of size s weighs P(s) / C(n, s), a drawn one the
@@ -55,7 +56,7 @@ def enumerated_kernelshap_coalitions(n: int, count: int, seed: int) -> tuple[np.
                 weights.append(weight)
         left = count - len(rows)
     if not rows:
-        return sample_kernelshap_coalitions(n, count, seed), np.ones(count)
+        return sample_kernelshap_coalitions(n, count, seed), np.ones(count), 0
     if left and not probs:
         raise InputError(
             f"config key 'shapley.num_coalitions': {count} is more than the {2**n - 2} coalitions of "
@@ -70,7 +71,7 @@ def enumerated_kernelshap_coalitions(n: int, count: int, seed: int) -> tuple[np.
             rows.append(row)
             weights.append(mass.sum() / left)
     weights = np.array(weights)
-    return np.array(rows), weights * count / weights.sum()
+    return np.array(rows), weights * count / weights.sum(), count - left
 
 
 def sample_uniform_coalitions(n: int, count: int, seed: int, keep: float = 0.5) -> np.ndarray:
@@ -183,10 +184,14 @@ def with_bootstrap(
     n_boot: int,
     seed: int,
     weights: np.ndarray | None = None,
+    enumerated: int = 0,
 ) -> Valuation:
     """Run `estimator(masks, values)` and estimate its standard error by resampling coalitions; with
-    `weights` (one per coalition, resampled with it), `estimator(masks, values, weights)`."""
+    `weights` (one per coalition, resampled with it), `estimator(masks, values, weights)`. The first
+    `enumerated` coalitions are kept in every resample (an enumerated stratum has no sampling error);
+    with every coalition enumerated there is nothing to resample and the standard errors are NaN."""
     rng = np.random.default_rng(seed)
+    drawn = np.arange(enumerated, len(masks))
 
     def fit(idx: np.ndarray) -> np.ndarray:
         if weights is None:
@@ -194,7 +199,10 @@ def with_bootstrap(
         return estimator(masks[idx], values[idx], weights[idx])
 
     point = fit(np.arange(len(masks)))
-    draws = [fit(rng.integers(0, len(masks), len(masks))) for _ in range(n_boot)]
+    if not len(drawn):
+        return Valuation(point, np.full(len(point), np.nan))
+    kept = np.arange(enumerated)
+    draws = [fit(np.concatenate([kept, rng.choice(drawn, len(drawn))])) for _ in range(n_boot)]
     return Valuation(point, np.nanstd(np.stack(draws), axis=0, ddof=1))
 
 
@@ -223,10 +231,11 @@ ESTIMATORS = ("kernelshap", "banzhaf", "loo", "datamodel")
 
 def coalition_design(
     estimator: str, n: int, count: int, seed: int, enumerate_sizes: bool = False
-) -> tuple[np.ndarray, np.ndarray]:
-    """The fit coalitions an estimator needs and their regression weights: Shapley-kernel draws (with
-    `enumerate_sizes`, the heaviest sizes enumerated: `enumerated_kernelshap_coalitions`), uniform
-    draws, or the n leave-one-outs; weights are 1 but for enumerated KernelSHAP designs."""
+) -> tuple[np.ndarray, np.ndarray, int]:
+    """The fit coalitions an estimator needs, their regression weights and how many (the first rows) are
+    enumerated: Shapley-kernel draws (with `enumerate_sizes`, the heaviest sizes enumerated:
+    `enumerated_kernelshap_coalitions`), uniform draws, or the n leave-one-outs; weights are 1 and none
+    enumerated but for enumerated KernelSHAP designs."""
     if n < 2:
         raise InputError(
             f"config key 'shapley.contributors': {n} contributor found, values need at least 2 "
@@ -242,7 +251,7 @@ def coalition_design(
         masks = leave_one_out_coalitions(n)
     else:
         raise ValueError(f"unknown estimator {estimator!r} (known: {list(ESTIMATORS)})")
-    return masks, np.ones(len(masks))
+    return masks, np.ones(len(masks)), 0
 
 
 def estimate_values(
@@ -254,13 +263,14 @@ def estimate_values(
     n_boot: int,
     seed: int,
     weights: np.ndarray | None = None,
+    enumerated: int = 0,
 ) -> Valuation:
     """One value per player by `estimator` from the game's (masks, values), with bootstrap standard errors;
-    `weights` are KernelSHAP's per-coalition weights (from `coalition_design`; other estimators take none)."""
+    `weights` and `enumerated` are a KernelSHAP design's (from `coalition_design`; other estimators take
+    neither)."""
     if weights is not None and estimator == "kernelshap":
-        return with_bootstrap(
-            lambda m, v, w: kernelshap(m, v, v_empty, v_full, w), masks, values, n_boot, seed, weights
-        )
+        fit = lambda m, v, w: kernelshap(m, v, v_empty, v_full, w)  # noqa: E731
+        return with_bootstrap(fit, masks, values, n_boot, seed, weights, enumerated)
     fits = {
         "kernelshap": lambda m, v: kernelshap(m, v, v_empty, v_full),
         "banzhaf": banzhaf,
