@@ -1,4 +1,4 @@
-# Gradients: projected per-sample gradients of the full model, one job per shard of a split.
+# Gradients: projected per-sample gradients of the full model, one job per shard of a split (or per batch of a featurizer's shards).
 
 
 rule featurize:
