@@ -1,20 +1,29 @@
-"""Presets in experiments/: every one is found and plans its jobs; the sparsified-unlearning preset's
-logic (single images or small random groups valued by datamodels fitted on sparse-FT vs retrained
-models, evaluated by the LDS over held-out subsets) runs end to end at toy scale."""
+"""Presets in experiments/: every one plans its jobs, and every one runs end to end at toy scale with its
+real architecture (toy_scale shrinks counts, never the model) on stand-ins of its local inputs."""
 
 from __future__ import annotations
 
 import copy
+import json
+import string
+from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
+import torch
 import yaml
+from PIL import Image
 
 from diffattr.config import validate
-from tests.test_data import fake_cifar10
-from tests.workflow_helpers import ROOT, deep_update, layered_config, make_workspace, planned_jobs, snakemake
+from tests.test_data import fake_cifar10, fake_cifar_tarball
+from tests.test_properties import FakeInception
+from tests.tiny_sd import tiny_stable_diffusion, tiny_vq_autoencoder
+from tests.workflow_helpers import ROOT, layered_config, make_workspace, planned_jobs, snakemake
 
 PRESETS = sorted((ROOT / "experiments").glob("*.yaml"))
+# demo-* presets are variants of the embedded default, which other tests run
+PAPER_PRESETS = [p for p in PRESETS if not p.stem.startswith("demo-")]
 
 
 @pytest.mark.parametrize("preset", PRESETS, ids=[p.stem for p in PRESETS])
@@ -28,54 +37,6 @@ def test_every_preset_plans_its_jobs_and_plants_nothing_unasked(preset, tmp_path
         assert shapley["contributors"]["planted"]["ids"] == [], preset.name
 
 
-# The sparsified-unlearning preset shrunk: a fake CIFAR-10 tarball of random 32x32 images, 200 of them
-# in 20 random groups of 10, the preset's UNet kinds (four levels, attention at the second, 32
-# GroupNorm groups) at 32-64 channels, 2 training steps, a few subsets; the classifier replaces the
-# Inception file.
-UNLEARNING_TOY = {
-    "experiment": "unlearning-toy",
-    "shapley": {
-        "data": {"n_train": 200, "n_val": 10},
-        "model": {"block_out_channels": [32, 64, 64, 64]},
-        "train": {"steps": 2, "batch_size": 16},
-        "contributors": {"group_size": 10},
-        "num_coalitions": 8,
-        "heldout": {"num_coalitions": 3, "seeds": [0]},
-        "pruning": {"steps": 1},
-        "finetune": {"steps": 1},
-        "property": {"num_images": 12, "num_inference_steps": 2, "features": "classifier"},
-        "classifier": {"steps": 5},
-        "bootstrap": 10,
-        "models_per_job": 8,
-    },
-    "resources": {"gpu_mem_mb": 1000, "cpu_mem_mb": 1000},
-}
-
-
-@pytest.mark.slow
-def test_unlearning_preset_values_images_by_datamodels_on_sparse_ft_and_retrained_models(tmp_path):
-    preset = yaml.safe_load((ROOT / "experiments" / "cifar10-unlearning.yaml").read_text())
-    config = deep_update(copy.deepcopy(preset), UNLEARNING_TOY)
-    config["device"] = "cpu"
-    config["shapley"]["data"]["cifar10_path"] = str(tmp_path / "cifar-10-python.tar.gz")
-    fake_cifar10(tmp_path / "cifar-10-python.tar.gz")  # 40 images a batch: 200 train, 20 of each class
-    workdir = make_workspace(tmp_path, config)
-    snakemake(workdir, "--cores", "2")
-    out = workdir / "results" / "unlearning-toy" / "shapley"
-    contributors = pd.read_csv(out / "data" / "contributors.csv")
-    assert len(contributors) == 20 and (contributors["images"] == 10).all()
-    for how in ("sparse_ft", "retrain"):
-        values = pd.read_csv(out / "values" / f"datamodel-{how}.csv")
-        assert len(values) == 20 and values["value"].notna().all()
-        assert (values["property"] == "fid").all()
-    lds = pd.read_csv(out / "metrics" / "shapley_lds.csv").set_index(["estimator", "how"])
-    assert set(lds.index) == {("datamodel", "sparse_ft"), ("datamodel", "retrain")}
-    assert (lds["coalitions"] == 3).all()
-    agreement = pd.read_csv(out / "metrics" / "agreement.csv")
-    assert set(agreement["how"]) == {"sparse_ft"}
-    assert (workdir / "results" / "unlearning-toy" / "report" / "index.html").is_file()
-
-
 @pytest.mark.parametrize("preset", PRESETS, ids=[p.stem for p in PRESETS])
 def test_paper_presets_run_one_gpu_job_per_model(preset):
     """config.yaml's demo packs 8 tiny models into a job; a paper preset must not inherit that."""
@@ -85,3 +46,216 @@ def test_paper_presets_run_one_gpu_job_per_model(preset):
     for branch in ("lds", "shapley"):
         if config[branch]["enabled"]:
             assert config[branch]["models_per_job"] == 1, f"{preset.name}: {branch}.models_per_job"
+
+
+# Toy scale: 2 optimizer steps at batch 2 (a cluster job that fails at step 2 fails here first), a
+# handful of images, the fewest subsets / coalitions / seeds / timesteps the estimators accept, and
+# everything batched into as few jobs as the rules allow (each job start costs ~5-10 s of imports).
+TOY_STEPS = 2
+TOY_IMAGE_SIZE = 32  # image folders are read at most at CIFAR's size; CIFAR itself is 32x32
+TOY_PER_JOB = 1000
+
+
+def toy_scale(config: dict) -> dict:
+    """A validated config with every count shrunk to toy size: data, steps, subsets, seeds, coalitions,
+    timesteps, projection dims, generated images, bootstrap, targets. The models (UNet channels, layers,
+    attention, GroupNorm groups, LoRA rank and targets, pruning ratio), methods, featurizers' outputs,
+    estimator and property stay the preset's."""
+    config = copy.deepcopy(config)
+    config["device"] = "cpu"
+    if config["lds"]["enabled"]:
+        _toy_data(config["data"], n_train=8, n_val=4)
+        _toy_train(config["train"])
+        lds = config["lds"]
+        lds.update(num_subsets=3, timesteps=1, models_per_job=TOY_PER_JOB)
+        lds.update(train_seeds=lds["train_seeds"][:1], noise_seeds=lds["noise_seeds"][:1])
+        config["generate"].update(num_images=4, num_inference_steps=2)
+        for featurizer in config["featurizers"].values():
+            featurizer.update(timesteps=1, dim=8)
+        for method in config["methods"].values():
+            if method.get("steps"):  # Journey-TRAK's DDIM steps: at most the toy generation's
+                method["steps"] = min(method["steps"], 2)
+        config["featurize"].update(shard_size=16, batch_size=4, shards_per_job=TOY_PER_JOB)
+        datamodel = config["datamodel"]
+        datamodel.update(num_subsets=2, train_seeds=datamodel["train_seeds"][:1])
+        config["counterfactual"].update(num_targets=1, remove=2)
+        config["evaluate"]["bootstrap"] = 10
+    shapley = config["shapley"]
+    if shapley["enabled"]:
+        data = shapley.get("data") or config["data"]
+        prop = shapley["property"]
+        classes = len(data["classes"]) if data["source"] in ("cifar10", "cifar100") else 0
+        clusters = prop["clusters"] if prop["name"] == "diversity" else 0  # Ward needs as many images
+        _toy_data(data, n_train=max(12, 2 * classes, clusters), n_val=4)
+        _toy_train(shapley.get("train") or config["train"])
+        shapley.update(num_coalitions=3, bootstrap=10, models_per_job=TOY_PER_JOB)
+        shapley["heldout"].update(num_coalitions=2, seeds=shapley["heldout"]["seeds"][:1])
+        if shapley["datamodel"]["num_coalitions"]:
+            shapley["datamodel"]["num_coalitions"] = 2
+        shapley["pruning"]["steps"] = min(shapley["pruning"]["steps"], 1)
+        for section in ("finetune", "gradient_ascent", "classifier"):
+            shapley[section]["steps"] = 1
+        prop.update(num_images=4, num_inference_steps=2)
+    return config
+
+
+def _toy_data(data: dict, n_train: int, n_val: int) -> None:
+    data.update(n_train=n_train, n_val=n_val)
+    if data.get("image_folder"):
+        data["image_folder"]["image_size"] = min(data["image_folder"]["image_size"], TOY_IMAGE_SIZE)
+
+
+def _toy_train(train: dict) -> None:
+    train.update(steps=TOY_STEPS, epochs=None, batch_size=2, seeds=train["seeds"][:1])
+    train["checkpoints"] = min(train["checkpoints"], 2)
+
+
+def fake_inputs(config: dict, root: Path) -> dict:
+    """The config with every local input it names (data sets, autoencoder or Stable Diffusion snapshot,
+    CLIP, Inception) replaced by a small stand-in written under `root`, read by the same loading code."""
+    config = copy.deepcopy(config)
+    root.mkdir(parents=True)
+    shapley = config["shapley"]
+    sections = [config] if config["lds"]["enabled"] else []
+    if shapley["enabled"]:
+        sections.append(shapley if shapley.get("data") else config)
+    column = shapley["contributors"]["column"] if shapley["contributors"]["by"] == "column" else None
+    for section in sections:
+        _fake_data(section["data"], root, column)
+        _fake_model(section.get("model") or config["model"], root)
+    if config["lds"]["enabled"] and config["clip"]["weights"]:
+        config["clip"].update(zip(("model", "weights"), tiny_clip_folder(root / "clip"), strict=True))
+    prop = shapley["property"]
+    if shapley["enabled"] and prop["name"] == "aesthetic":
+        name, weights = tiny_clip_folder(root / "clip")
+        torch.save({"weight": torch.randn(1, 16), "bias": torch.zeros(1)}, root / "head.pt")
+        prop["clip"].update(model=name, weights=weights, head=str(root / "head.pt"))
+    elif shapley["enabled"] and prop["features"] == "inception":
+        # clean-fid's torchscript call signature on a tiny random net, loaded by torch.jit.load
+        (root / "inception").mkdir()
+        torch.jit.script(FakeInception(features=64)).save(str(root / "inception" / "inception-2015-12-05.pt"))
+        prop["inception_path"] = str(root / "inception")
+    return config
+
+
+def _fake_data(data: dict, root: Path, contributor_column: str | None) -> None:
+    if data["source"] == "cifar10":
+        data["cifar10_path"] = str(root / "cifar-10-python.tar.gz")
+        if not Path(data["cifar10_path"]).exists():
+            fake_cifar10(data["cifar10_path"])  # 200 train and 40 test images, every class
+    elif data["source"] == "cifar100":
+        data["cifar100_path"] = str(root / "cifar-100-python.tar.gz")
+        splits = ["train", "test"]
+        fake_cifar_tarball(
+            data["cifar100_path"], "cifar-100-python", splits, b"fine_labels", np.arange(300) % 100
+        )
+    elif data["source"] == "image_folder":
+        folder = data["image_folder"]
+        fields = [f for _, f, _, _ in string.Formatter().parse(folder.get("caption") or "") if f]
+        columns = {folder["label_column"], contributor_column, *fields} - {None}
+        path = root / "images"
+        if not path.exists():
+            fake_image_folder(path, data["n_train"] + data["n_val"], folder["image_size"], sorted(columns))
+        folder.update(path=str(path), metadata=str(path / "metadata.csv"), file_column="file")
+
+
+def _fake_model(model: dict, root: Path) -> None:
+    """A local snapshot for the families that load one: the preset's LoRA on a tiny Stable Diffusion
+    (the snapshot is the user's; the LoRA config is the preset's architecture), and a tiny VQ-f4
+    autoencoder (3 latent channels at a quarter of the size, as an LDM's) under the preset's UNet."""
+    if model.get("family") == "lora":
+        model["pretrained"] = str(tiny_stable_diffusion(root / "stable-diffusion"))
+    elif model.get("family") == "latent":
+        model["vae"] = str(tiny_vq_autoencoder(root / "ldm"))
+
+
+def fake_image_folder(path: Path, n: int, size: int, columns: list[str]) -> None:
+    """n random RGB images with a metadata CSV: a file column and each of `columns` cycling over 5 values
+    (5 contributors: 30 coalitions, so that the few held-out ones drawn are distinct)."""
+    rng = np.random.default_rng(0)
+    path.mkdir(parents=True)
+    rows = []
+    for i in range(n):
+        Image.fromarray(rng.integers(0, 256, (size, size, 3), dtype=np.uint8)).save(path / f"{i}.png")
+        rows.append({"file": f"{i}.png", **{c: f"{c}{i % 5}" for c in columns}})
+    pd.DataFrame(rows).to_csv(path / "metadata.csv", index=False)
+
+
+def tiny_clip_folder(path: Path) -> tuple[str, str]:
+    """A random 1-layer open_clip model in a folder open_clip loads as 'local-dir:<folder>' in any process
+    (conftest.tiny_clip registers its name in the test's process only): (model name, weights file)."""
+    import open_clip
+
+    tiny = {
+        "embed_dim": 16,
+        "vision_cfg": {"image_size": 32, "layers": 1, "width": 32, "patch_size": 16, "head_width": 16},
+        "text_cfg": {"context_length": 8, "vocab_size": 64, "width": 16, "heads": 1, "layers": 1},
+    }
+    name, weights = f"local-dir:{path}", path / "open_clip_pytorch_model.bin"
+    if not weights.exists():
+        path.mkdir(parents=True)
+        (path / "open_clip_config.json").write_text(json.dumps({"model_cfg": tiny}))
+        torch.manual_seed(0)
+        torch.save(open_clip.create_model(name).state_dict(), weights)
+    return name, str(weights)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("preset", PAPER_PRESETS, ids=[p.stem for p in PAPER_PRESETS])
+def test_preset_runs_end_to_end_at_toy_scale_with_its_architecture(preset, tmp_path):
+    layered = validate(layered_config(preset))
+    config = fake_inputs(toy_scale(layered), tmp_path / "inputs")
+    workdir = tmp_path / "workspace"
+    workdir.mkdir()
+    (workdir / "config.yaml").write_text(yaml.safe_dump(config))
+    snakemake(workdir, "--cores", "2")
+    out = workdir / "results" / config["experiment"]
+    assert (out / "report" / "index.html").is_file()
+    if config["lds"]["enabled"]:
+        lds = pd.read_csv(out / "metrics" / "lds.csv")
+        assert set(lds["method"]) == set(config["methods"]), preset.name
+        assert np.isfinite(lds["lds"]).all(), lds
+        check_architecture(out / "models" / "full" / f"seed{config['train']['seeds'][0]}", layered["model"])
+    if config["shapley"]["enabled"]:
+        check_shapley(out / "shapley", config["shapley"])
+        full = out / "shapley" / "models" / "coalition" / "retrain" / "full" / "seed0"
+        check_architecture(full, layered["shapley"].get("model") or layered["model"])
+
+
+def check_shapley(out: Path, shapley: dict) -> None:
+    """Every way's values, their Shapley LDS, the agreement with retraining and the cost table are
+    there and finite."""
+    estimators = {shapley["estimator"]} | ({"datamodel"} if shapley["datamodel"]["num_coalitions"] else set())
+    for estimator in estimators:
+        for how in shapley["how"]:
+            values = pd.read_csv(out / "values" / f"{estimator}-{how}.csv")
+            assert len(values) and np.isfinite(values["value"]).all(), (estimator, how)
+            assert (values["property"] == shapley["property"]["name"]).all()
+    lds = pd.read_csv(out / "metrics" / "shapley_lds.csv")
+    assert set(zip(lds["estimator"], lds["how"], strict=True)) == {
+        (e, h) for e in estimators for h in shapley["how"]
+    }
+    assert np.isfinite(lds[["lds", "ci_low", "ci_high", "lds_seed_averaged"]]).all().all(), lds
+    agreement = pd.read_csv(out / "metrics" / "agreement.csv")
+    assert set(agreement["how"]) == set(shapley["how"]) - {"retrain"}
+    cost = pd.read_csv(out / "metrics" / "cost.csv")
+    assert set(cost["how"]) == set(shapley["how"])
+    assert np.isfinite(cost.select_dtypes("number")).all().all(), cost
+
+
+ARCHITECTURE = ("block_out_channels", "layers_per_block", "down_block_types", "up_block_types")
+ARCHITECTURE += ("norm_num_groups", "attention_head_dim", "dropout", "resnet_time_scale_shift")
+
+
+def check_architecture(model_dir: Path, model: dict) -> None:
+    """The trained model is the preset's: its saved UNet config, or its LoRA's rank and targets."""
+    if model.get("family") == "lora":
+        from diffattr.families import load_model
+        from diffattr.families.lora import ADAPTER
+
+        lora = load_model(model_dir).unet.peft_config[ADAPTER]
+        assert lora.r == model["lora"]["rank"] and lora.lora_alpha == model["lora"]["alpha"]
+        assert set(lora.target_modules) == set(model["lora"]["targets"])
+        return
+    saved = json.loads((model_dir / "unet" / "config.json").read_text())
+    assert {key: saved[key] for key in ARCHITECTURE} == {key: model[key] for key in ARCHITECTURE}

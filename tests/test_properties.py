@@ -73,12 +73,13 @@ def test_classifier_learns_and_round_trips(tmp_path):
 
 
 class FakeInception(torch.nn.Module):
-    """The call signature of the StyleGAN / clean-fid Inception torchscript, on a tiny random net."""
+    """The call signature of the StyleGAN / clean-fid Inception torchscript, on a tiny random net (its
+    2,048 features and 1,008 logits by default; fewer make FID's matrix square root cheap)."""
 
-    def __init__(self):
+    def __init__(self, features: int = 2048, logits: int = 1008):
         super().__init__()
-        self.features = torch.nn.Linear(3, 2048)
-        self.logits = torch.nn.Linear(2048, 1008)
+        self.features = torch.nn.Linear(3, features)
+        self.logits = torch.nn.Linear(features, logits)
 
     def forward(self, x: torch.Tensor, return_features: bool = False, no_output_bias: bool = False):
         f = self.features(x.mean(dim=(2, 3)) / 255)

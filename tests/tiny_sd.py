@@ -9,6 +9,7 @@ from pathlib import Path
 
 import torch
 from diffusers.models.autoencoders.autoencoder_kl import AutoencoderKL
+from diffusers.models.autoencoders.vq_model import VQModel
 from diffusers.models.unets.unet_2d_condition import UNet2DConditionModel
 from diffusers.schedulers.scheduling_ddpm import DDPMScheduler
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
@@ -86,4 +87,24 @@ def tiny_stable_diffusion(path: Path, seed: int = 0) -> Path:
         clip_sample=False,
         steps_offset=1,
     ).save_pretrained(path / "scheduler")
+    return path
+
+
+def tiny_vq_autoencoder(path: Path, seed: int = 0) -> Path:
+    """A VQModel of 3 latent channels that divides the image size by 4 (the layout of an LDM's VQ-f4,
+    e.g. CompVis/ldm-celebahq-256), saved with save_pretrained under path/vqvae as in such a snapshot."""
+    torch.manual_seed(seed)
+    VQModel(
+        in_channels=3,
+        out_channels=3,
+        down_block_types=("DownEncoderBlock2D",) * 3,
+        up_block_types=("UpDecoderBlock2D",) * 3,
+        block_out_channels=(8, 8, 8),
+        layers_per_block=1,
+        latent_channels=3,
+        num_vq_embeddings=16,
+        vq_embed_dim=3,
+        norm_num_groups=4,
+        sample_size=32,
+    ).save_pretrained(path / "vqvae")
     return path
