@@ -23,7 +23,7 @@ demo: $(STAMP)
 	$(BIN)/python -m diffattr.timings results/demo
 
 test: $(STAMP) system-deps
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n $(CORES) --dist loadgroup --durations=15
 
 # SLURM + munge for tests/test_slurm.py, which brings up a throwaway cluster (needs root), and chromium for
 # tests/test_report.py; installed with apt only when missing and root, otherwise (or if apt fails) those

@@ -57,12 +57,8 @@ def tiny_clip(tmp_path):
     return "tiny-test-clip", tmp_path / "clip.pt"
 
 
-@pytest.fixture(scope="session")
-def tiny_run(tmp_path_factory):
-    """A workspace after a complete local run of the tiny workflow (TINY), shared by every test module
-    that reads one (workflow tests, the SLURM comparison), so the suite runs it once."""
-    from tests.workflow_helpers import TINY, make_workspace, snakemake
-
-    workdir = make_workspace(tmp_path_factory.mktemp("tiny"), TINY)
-    snakemake(workdir, "--cores", "2")
-    return workdir
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Longest first: the demo's end-to-end run, then the other workflow runs, then unit tests, so that
+    the workers of `pytest -n 2` (make test) start the long runs at once and finish together."""
+    rank = {"e2e": 0, "slow": 1}
+    items.sort(key=lambda item: min((rank[m.name] for m in item.iter_markers() if m.name in rank), default=2))

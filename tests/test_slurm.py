@@ -35,8 +35,12 @@ from tests.workflow_helpers import (
     planned_gpu_rules,
     planned_jobs,
     rule_resources,
+    snakemake,
     stage_jobs,
 )
+
+# With pytest-xdist (make test), this module's tests run in one worker: one throwaway cluster per module.
+pytestmark = pytest.mark.xdist_group("slurm")
 
 PROFILE = ROOT / "profiles" / "slurm"
 # What a user types (the profile carries everything else); the short first status check only
@@ -45,6 +49,17 @@ SLURM_ARGS = ("--profile", str(PROFILE), "--slurm-init-seconds-before-status-che
 # Stages (rules, or their `_batch{b}` rules) that must ask SLURM for a GPU, and some that must not.
 GPU_STAGES = {"train_full", "train_lds", "generate", "featurize", "lds_outputs"}
 CPU_RULES = {"prepare_data", "lds_subsets", "trak_scores", "pixel_scores", "lds", "report"}
+# The tiny workflow cut to what SLURM itself can get wrong: GPU and CPU rules, a job array per rule
+# (4 train_lds jobs of one model each), gradient shards, the report. Every method's rules run in the
+# local tiny runs (tests/test_workflow.py, tests/test_e2e.py) and dry-run here with their resources.
+SLURM_TINY = {
+    **TINY,
+    "lds": {**TINY["lds"], "models_per_job": 1},
+    "featurizers": {"trak": TINY["featurizers"]["trak"]},
+    "methods": {"TRAK": {"kind": "trak", "featurizer": "trak"}, "pixel": {"kind": "pixel"}},
+    "counterfactual": {"enabled": False},
+    "replace_sections": ["featurizers", "methods"],
+}
 RUN_TIMEOUT = 1200  # seconds for one whole tiny run on SLURM (about 3-5 minutes on 2 busy cores)
 
 
@@ -227,7 +242,7 @@ def stamp(path: Path) -> tuple[int, int]:
 
 
 def tiny_workspace(path: Path, **overrides) -> Path:
-    return make_workspace(path, deep_update(json.loads(json.dumps(TINY)), overrides))
+    return make_workspace(path, deep_update(json.loads(json.dumps(SLURM_TINY)), overrides))
 
 
 # -------------------------------------------------------------------------------------- fixtures
@@ -248,10 +263,18 @@ def cluster(tmp_path_factory):
         cluster.stop()
 
 
+@pytest.fixture(scope="module")
+def local_run(tmp_path_factory):
+    """The same workflow run locally, for the comparison."""
+    workdir = tiny_workspace(tmp_path_factory.mktemp("local"))
+    snakemake(workdir, "--cores", "2")
+    return workdir
+
+
 # ----------------------------------------------------------------------------------------- tests
 @pytest.mark.slow
-def test_tiny_run_on_slurm_matches_a_local_run(cluster, tiny_run, tmp_path):
-    on_slurm = make_workspace(tmp_path / "slurm", TINY)
+def test_tiny_run_on_slurm_matches_a_local_run(cluster, local_run, tmp_path):
+    on_slurm = tiny_workspace(tmp_path / "slurm")
     planned = {rule: count for rule, count in planned_jobs(on_slurm).items() if rule != "all"}
     gpu_rules = planned_gpu_rules(on_slurm)
     assert GPU_STAGES <= set(stage_jobs(dict.fromkeys(gpu_rules, 1))), gpu_rules
@@ -296,8 +319,8 @@ def test_tiny_run_on_slurm_matches_a_local_run(cluster, tiny_run, tmp_path):
     assert gpu_running, "no running GPU job was seen with a GPU allocated"
     assert all(g.startswith("gpu") and jobs[k]["rule"] in gpu_rules for k, g in gpu_running.items())
 
-    # The same numbers as a local run (the suite's shared tiny run, conftest.tiny_run).
-    out_slurm, out_local = on_slurm / "results" / "tiny", tiny_run / "results" / "tiny"
+    # The same numbers as a local run.
+    out_slurm, out_local = on_slurm / "results" / "tiny", local_run / "results" / "tiny"
     # Where runs diverge first: the full model's training losses (logged from the first steps).
     losses = [
         json.loads((out / "models" / "full" / "seed0" / "training.json").read_text())["losses"]
@@ -374,7 +397,7 @@ def test_killed_slurm_job_is_retried_and_run_completes(cluster, tmp_path):
 
 @pytest.mark.slow
 def test_driver_killed_and_restarted_resumes_without_redoing_finished_work(cluster, tmp_path):
-    workdir = make_workspace(tmp_path / "ws", TINY)
+    workdir = tiny_workspace(tmp_path / "ws")
     out = workdir / "results" / "tiny"
     targets = ("results/tiny/samples/full.zarr", "results/tiny/subsets/lds.npz")
     first = Driver(cluster, workdir, *targets, log=tmp_path / "first.log")
@@ -428,11 +451,10 @@ def test_driver_killed_and_restarted_resumes_without_redoing_finished_work(clust
 
 
 def test_cifar2_slurm_dry_run_lists_gpu_resources(tmp_path):
-    """The documented cluster command's dry run works on a machine without SLURM, in seconds."""
+    """The documented cluster command's dry run works on a machine without SLURM."""
     workdir = make_workspace(tmp_path / "ws")
     env = _env_without_slurm(tmp_path / "bin")
     assert not any(shutil.which(name, path=env["PATH"]) for name in ("sbatch", "sinfo", "squeue", "scontrol"))
-    start = time.monotonic()
     result = subprocess.run(
         [
             *SNAKEMAKE,
@@ -450,9 +472,7 @@ def test_cifar2_slurm_dry_run_lists_gpu_resources(tmp_path):
         cwd=ROOT,
         env=env,
     )
-    seconds = time.monotonic() - start
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    assert seconds < 60, f"the dry run took {seconds:.0f} s"
     resources = rule_resources(result.stdout + result.stderr)
     assert GPU_STAGES | CPU_RULES <= set(resources), sorted(resources)
     for rule in GPU_STAGES:

@@ -5,7 +5,6 @@ import sys
 
 import pytest
 
-from diffattr.runtime import job
 from diffattr.timings import stage_timings
 
 HEADER = "s\th:m:s\tmax_rss\tmax_vms\tmax_uss\tmax_pss\tio_in\tio_out\tmean_load\tcpu_time\n"

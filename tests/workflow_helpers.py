@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import re
 import subprocess
 import sys
@@ -77,10 +78,13 @@ def layered_config(preset: Path) -> dict:
 
 
 def make_workspace(path: Path, overrides: dict | None = None) -> Path:
-    """A folder with config.yaml = the embedded default updated with `overrides`."""
-    config = yaml.safe_load((ROOT / "config.yaml").read_text())
+    """A folder with config.yaml = the embedded default updated with `overrides`; the sections that
+    `overrides` lists under `replace_sections` replace the default's, as in a preset."""
+    overrides = copy.deepcopy(overrides or {})
+    replaced = {section: overrides.pop(section) for section in overrides.pop("replace_sections", [])}
+    config = deep_update(yaml.safe_load((ROOT / "config.yaml").read_text()), overrides)
     path.mkdir(parents=True, exist_ok=True)
-    (path / "config.yaml").write_text(yaml.safe_dump(deep_update(config, overrides or {})))
+    (path / "config.yaml").write_text(yaml.safe_dump({**config, **replaced}))
     return path
 
 
