@@ -89,7 +89,7 @@ def make_workspace(path: Path, overrides: dict | None = None) -> Path:
 
 
 def snakemake(
-    workdir: Path, *args: str, check: bool = True, timeout: float = 1800
+    workdir: Path, *args: str, check: bool = True, timeout: float = 3600
 ) -> subprocess.CompletedProcess:
     result = subprocess.run(
         [*SNAKEMAKE, "-d", str(workdir), *args],
