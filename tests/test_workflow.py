@@ -5,6 +5,7 @@ import os
 import signal
 import subprocess
 import time
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -76,11 +77,17 @@ def test_bad_config_stops_before_any_job_with_one_line(tmp_path):
     assert not (workdir / "results").exists()
 
 
+FINISHED: dict[str, Path] = {}
+
+
 def finished_workspace(tmp_path_factory, name, config):
-    """A workspace with `config` after a complete run."""
-    workdir = make_workspace(tmp_path_factory.mktemp(name), config)
-    snakemake(workdir, "--cores", "2")
-    return workdir
+    """A workspace with `config` after a complete run, made once per process: a pytest-xdist worker
+    may tear a module fixture down between two of the module's tests and set it up again."""
+    if name not in FINISHED:
+        workdir = make_workspace(tmp_path_factory.mktemp(name), config)
+        snakemake(workdir, "--cores", "2")
+        FINISHED[name] = workdir
+    return FINISHED[name]
 
 
 def planned_after_change(workdir, config, change, planned=planned_jobs):
