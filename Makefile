@@ -22,8 +22,10 @@ demo: $(STAMP)
 	$(BIN)/snakemake --cores $(CORES) --profile profiles/local
 	$(BIN)/python -m diffattr.timings results/demo
 
+# 2 workers; an xdist_group's tests (and its module fixture) stay on one worker, and the order of
+# tests/conftest.py (longest first) is kept rather than xdist's largest-group-first.
 test: $(STAMP) system-deps
-	$(BIN)/python -m pytest -q -n $(CORES) --dist loadgroup --durations=15
+	$(BIN)/python -m pytest -q -n $(CORES) --dist loadgroup --no-loadscope-reorder --durations=15
 
 # SLURM + munge for tests/test_slurm.py, which brings up a throwaway cluster (needs root), and chromium for
 # tests/test_report.py; installed with apt only when missing and root, otherwise (or if apt fails) those
