@@ -30,6 +30,12 @@ with job(snakemake.log[0]) as log:
     for name, table in values.items():
         lds = shapley_lds_per_seed(table["value"].to_numpy(), heldout_masks, measured, **boot)
         estimator, how = name.split("-", 1)
+        if not np.isfinite(lds["lds"]):
+            log.warning(
+                "%s: Shapley LDS undefined (NaN): the values predict the same property for every held-out "
+                "coalition (e.g. every value 0: the fit coalitions' properties tie)",
+                name,
+            )
         rows.append(
             {
                 "estimator": estimator,

@@ -1,5 +1,7 @@
 """LDS against a direct Spearman computation; bootstrap CIs; damping chosen on held-out targets."""
 
+import warnings
+
 import numpy as np
 import pytest
 from scipy.stats import spearmanr
@@ -97,3 +99,15 @@ def test_shapley_lds_per_seed_is_the_mean_of_spearmans_with_a_normal_ci_over_see
     assert out["lds_seed_averaged"] == pytest.approx(spearmanr(masks @ values, measured.mean(1)).statistic)
     one = shapley_lds_per_seed(values, masks, measured[:, :1], n_boot=100, level=0.95, seed=0)
     assert one["ci_over"] == "coalitions" and one["ci_low"] <= one["lds"] <= one["ci_high"]
+
+
+def test_shapley_lds_is_nan_when_the_values_predict_one_property_for_every_coalition():
+    """All-zero values (a datamodel fitted on tied properties) rank no coalition: NaN, not an error."""
+    from diffattr.metrics import shapley_lds_per_seed
+
+    masks = np.random.default_rng(0).random((6, 4)) < 0.5
+    measured = np.arange(6.0)[:, None]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        out = shapley_lds_per_seed(np.zeros(4), masks, measured, n_boot=20, level=0.95, seed=0)
+    assert np.isnan([out["lds"], out["ci_low"], out["ci_high"], out["lds_seed_averaged"]]).all()

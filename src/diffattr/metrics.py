@@ -84,12 +84,14 @@ def shapley_lds(
     values: np.ndarray, masks: np.ndarray, measured: np.ndarray, n_boot: int, level: float, seed: int
 ) -> tuple[float, float, float]:
     """Spearman over held-out coalitions of (sum of kept players' values, measured property), with a CI
-    from resampling coalitions."""
+    from resampling coalitions; NaN when the values predict one property for every coalition (ties)."""
     predicted = masks.astype(np.float64) @ values
     rho = float(_columnwise_spearman(predicted[:, None], measured[:, None])[0])
     rng = np.random.default_rng(seed)
     idx = rng.integers(0, len(masks), size=(n_boot, len(masks)))
     draws = _columnwise_spearman(predicted[idx].T, measured[idx].T)
+    if np.isnan(draws).all():  # tied predictions in every resample: no CI either
+        return rho, float("nan"), float("nan")
     tail = (1 - level) / 2 * 100
     low, high = np.nanpercentile(draws, [tail, 100 - tail])
     return rho, float(low), float(high)
