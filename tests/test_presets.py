@@ -209,9 +209,7 @@ NOT_YET_RUN = {
     "parallel may not fit a CI machine; not yet run to completion",
     "cifar2-lds": "90 jobs at toy scale (one scoring job per method and split): minutes of start-up "
     "alone; not yet run to completion",
-    "artists-shapley": "not yet run to completion at toy scale",
     "celeba-lds": "not yet run to completion at toy scale",
-    "artbench2-lora-lds": "not yet run to completion at toy scale",
 }
 
 
