@@ -112,7 +112,8 @@ def test_normalized_featurizer_equals_a_per_timestep_loop(tiny_model, tiny_image
     tiny_model.unet.eval()
     gradient = TimestepAveragedGradient(tiny_model, spec, noise_seed=1, timestep_batch=2)
     params = tiny_model.trainable_parameters()
-    for image in tiny_images[:2]:
+    rows = []
+    for image in tiny_images[:3]:
         expected = 0
         for t in evenly_spaced_timesteps(5, 1000):
             noise = fixed_noise(1, t, tuple(image.shape))[None]
@@ -122,6 +123,11 @@ def test_normalized_featurizer_equals_a_per_timestep_loop(tiny_model, tiny_image
             g = torch.cat([x.reshape(-1) for x in torch.autograd.grad(value, params)])
             expected = expected + g / g.norm() / 5
         torch.testing.assert_close(gradient(image), expected, rtol=1e-4, atol=1e-6)
+        rows.append(expected)
+    # several samples' timesteps vmapped together (lanes in chunks of 4, across samples)
+    together = TimestepAveragedGradient(tiny_model, spec, noise_seed=1, timestep_batch=4, samples=3)
+    torch.testing.assert_close(together.batch(tiny_images[:3]), torch.stack(rows), rtol=1e-4, atol=1e-6)
+    assert TimestepAveragedGradient(tiny_model, spec).samples == 51  # 256 // 5: all fit at K = 5
 
 
 def test_training_errors_by_a_plain_loop(tiny_model, tiny_images):

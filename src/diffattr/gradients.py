@@ -85,19 +85,22 @@ class TimestepAveragedGradient:
         if samples is None:
             fits = MAX_GRADIENT_ENTRIES // max(1, sum(p.numel() for p in self.params))
             samples = min(SAMPLE_TIMESTEPS // spec.timesteps, fits)
-        plain = spec.normalize_timesteps or model.prompts is not None
-        self.samples = 1 if plain else max(1, samples)
+            if spec.normalize_timesteps:  # each of a sample's K timesteps holds its own gradient
+                samples = min(samples, fits // spec.timesteps)
+        self.samples = 1 if model.prompts is not None else max(1, samples)
 
     def batch(self, images: torch.Tensor) -> torch.Tensor:
         """The flat gradients (B, P) of B unconditional images: vmap over samples of the gradient of
-        each sample's timestep-batched output, K timesteps x B samples per forward."""
+        each sample's timestep-batched output, K timesteps x B samples per forward (timestep-normalised:
+        vmap over the B x K (sample, timestep) lanes, each gradient scaled to unit norm, then averaged)."""
         x0 = self.model.encode(images.to(self.model.device))
         b, k = len(x0), len(self.timesteps)
-        noise = self.noise.to(x0.device)
-        x_t = self.model.add_noise(
-            x0.repeat_interleave(k, 0), noise.repeat(b, *[1] * (noise.dim() - 1)), self.timesteps.repeat(b)
-        )
-        return self.given(x_t.view(b, k, *x0.shape[1:]), noise.expand(b, *noise.shape), self.timesteps)
+        noise = self.noise.to(x0.device).repeat(b, *[1] * (self.noise.dim() - 1))
+        timesteps = self.timesteps.to(x0.device).repeat(b)
+        x_t = self.model.add_noise(x0.repeat_interleave(k, 0), noise, timesteps)
+        if self.spec.normalize_timesteps:
+            return self._unit_gradients(x_t, noise, timesteps).view(b, k, -1).mean(1)
+        return self.given(x_t.view(b, k, *x0.shape[1:]), noise.view(b, k, *x0.shape[1:]), self.timesteps)
 
     def given(self, x_t: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
         """The flat gradients (B, P) of grad_theta (1/K) sum_k f(eps_theta(x_t[b, k], t_k), noise[b, k], t_k)
@@ -149,30 +152,39 @@ class TimestepAveragedGradient:
         return torch.cat([p.grad.reshape(-1) for p in self.params])
 
     def _unit_timestep_average(self, x0: torch.Tensor, cond: Any = None) -> torch.Tensor:
-        """(1/K) sum_k g_k / ||g_k||: each timestep's gradient scaled to unit L2 norm (DAS, ReTrac).
+        """(1/K) sum_k g_k / ||g_k||: each timestep's gradient scaled to unit L2 norm (DAS, ReTrac)."""
+        noise = self.noise.to(x0.device)
+        timesteps = self.timesteps.to(x0.device)
+        x_t = self.model.add_noise(x0.expand_as(noise), noise, timesteps)
+        return self._unit_gradients(x_t, noise, timesteps, cond).mean(0)
 
-        Per-timestep gradients come from vmap(grad) over chunks of timesteps, each chunk holding at
-        most 2^26 gradient entries, through the model's own `predict_noise`.
+    def _unit_gradients(
+        self, x_t: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor, cond: Any = None
+    ) -> torch.Tensor:
+        """(L, P): the gradient of f at each of L (x_t, noise, t) lanes, scaled to unit L2 norm.
+
+        vmap(grad) over chunks of lanes (a sample's timesteps, or several samples' timesteps), each
+        chunk at most `timestep_batch` lanes and 2^26 gradient entries, through `predict_noise`.
         """
         denoiser = _Denoiser(self.model)
         name_of = {id(p): n for n, p in denoiser.named_parameters()}
         names = [name_of[id(p)] for p in self.params]  # the order of the flat gradient
         weights = {name_of[id(p)]: p.detach() for p in self.params}
 
-        def value(w: dict, noise: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-            x_t = self.model.add_noise(x0, noise[None], t[None])
-            pred = torch.func.functional_call(denoiser, w, (x_t, t[None], cond))
+        def value(w: dict, x_t: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+            pred = torch.func.functional_call(denoiser, w, (x_t[None], t[None], cond))
             return self.fn(pred, noise[None], t[None], self.alphas_cumprod)[0]
 
-        per_timestep = torch.func.vmap(torch.func.grad(value), in_dims=(None, 0, 0))
+        per_lane = torch.func.vmap(torch.func.grad(value), in_dims=(None, 0, 0, 0))
         chunk = max(1, min(self.timestep_batch, 2**26 // sum(w.numel() for w in weights.values())))
-        total = torch.zeros(sum(w.numel() for w in weights.values()), device=x0.device)
-        for start in range(0, len(self.timesteps), chunk):
-            t = self.timesteps[start : start + chunk].to(x0.device)
-            grads = per_timestep(weights, self.noise[start : start + chunk].to(x0.device), t)
-            flat = torch.cat([grads[n].reshape(len(t), -1) for n in names], dim=1)
-            total += (flat / flat.norm(dim=1, keepdim=True).clamp(min=1e-30)).sum(0)
-        return total / len(self.timesteps)
+        rows = []
+        with _vmappable_attention(self.model.unet):
+            for start in range(0, len(timesteps), chunk):
+                lanes = slice(start, start + chunk)
+                grads = per_lane(weights, x_t[lanes], noise[lanes], timesteps[lanes])
+                flat = torch.cat([grads[n].reshape(len(grads[names[0]]), -1) for n in names], dim=1)
+                rows.append(flat / flat.norm(dim=1, keepdim=True).clamp(min=1e-30))
+        return torch.cat(rows)
 
 
 @contextlib.contextmanager
