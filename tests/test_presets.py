@@ -204,26 +204,20 @@ def tiny_clip_folder(path: Path) -> tuple[str, str]:
     return name, str(weights)
 
 
-# Presets whose toy run has not yet passed here (session 4, machine at load 8-15): skipped with the reason,
-# so that the suite says what is not covered yet. Issue 9, item 6.
-NOT_YET_RUN = {
-    "cifar2-lds": "ran to completion once (its last 5 jobs rerun with top_k 4) but costs 1,478 s of job "
-    "CPU, 821 s of it EK-FAC on the 35.7M UNet whatever the data (factors of 113 layers up to 4609 "
-    "inputs: 419 s, 9.1 GB; scores, once per split: 2 x 200 s, 7.4 GB); too much for CI as it is",
-}
-
-
-# Presets whose toy jobs run one at a time (Snakemake --cores 1): two of their jobs at once, next to the
-# other pytest-xdist worker, could exhaust a 24 GB CI machine.
+# Presets whose toy jobs run one at a time (Snakemake --cores 1), and in one pytest-xdist group so that
+# they never run together: two of their jobs at once could exhaust a 24 GB CI machine.
 ONE_JOB_AT_A_TIME = {
-    # toy run: 9.6 GB peak RSS (a coalition-model job of its 274M-parameter latent UNet), 392 s of CPU
-    "celebahq-ldm-shapley": "a coalition-model job of its 274M-parameter latent UNet peaks at 9.6 GB",
+    # toy run: 392 s of CPU; a coalition-model job of its 274M-parameter latent UNet peaks at 9.6 GB
+    "celebahq-ldm-shapley",
+    # toy run: 1,478 s of job CPU, 821 s of it EK-FAC on the 35.7M UNet whatever the data (factors of 113
+    # layers of up to 4,609 inputs: 419 s, 9.1 GB; scores once per split: 2 x 200 s, 7.4 GB)
+    "cifar2-lds",
 }
 
 
 def toy_run_param(preset: Path):
-    reason = NOT_YET_RUN.get(preset.stem)
-    return pytest.param(preset, id=preset.stem, marks=[pytest.mark.skip(reason=reason)] if reason else [])
+    marks = [pytest.mark.xdist_group("one-job-at-a-time")] if preset.stem in ONE_JOB_AT_A_TIME else []
+    return pytest.param(preset, id=preset.stem, marks=marks)
 
 
 @pytest.mark.slow
