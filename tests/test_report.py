@@ -386,3 +386,21 @@ def test_top_attributions_with_fewer_methods_than_a_line_holds():
     fig = report.top_attributions_figure(targets, train, scores, top=4)
     assert len(fig.axes) == 2 * (1 + 4)
     plt.close(fig)
+
+
+def test_values_section_names_the_coalitions_the_values_were_fitted_on():
+    import yaml
+
+    from diffattr.config import validate
+    from tests.workflow_helpers import ROOT
+
+    config = validate(yaml.safe_load((ROOT / "config.yaml").read_text()))
+    demo = report._coalitions_used(Report(Path("."), {}, {}, config))
+    assert "every contributor alone and every leave-one-out" in demo and "datamodel" not in demo
+    config["shapley"]["enumerate_sizes"] = False
+    config["shapley"]["datamodel"].update(num_coalitions=100, alpha=0.5)
+    drawn = report._coalitions_used(Report(Path("."), {}, {}, config))
+    assert drawn == (
+        "20 fit coalitions drawn for kernelshap; "
+        "the ridge datamodel on its own 100 random coalitions (alpha 0.5)."
+    )

@@ -423,11 +423,7 @@ def values_section(report: Report) -> Section | None:
         wide[label] = table["value"]
         wide[f"{label} SE"] = table["stderr"]
     prop = report.settings.get("prop", str(first["property"].iloc[0]))
-    summary = (
-        f"{len(wide)} contributors; property {prop}; fit coalitions sampled for "
-        f"{report.settings.get('estimator', 'the estimator')};"
-        " the ridge datamodel is fitted on the same ones."
-    )
+    summary = f"{len(wide)} contributors; property {prop}; {_coalitions_used(report)}"
     if prop in ("fid", "kid"):
         summary += f" Lower {prop} is better, so values credit the negated {prop}: positive = helps."
     caption = "Contributor values per estimator and way of making coalition models, +-1 bootstrap SE"
@@ -435,6 +431,27 @@ def values_section(report: Report) -> Section | None:
 {report.figure(values_figure(values), "values", paths, caption)}
 {report.table(wide, paths)}"""
     return Section("values", "Contributor values", body)
+
+
+def _coalitions_used(report: Report) -> str:
+    """Which coalitions the values were fitted on, from the run's shapley config."""
+    shapley = report.config.get("shapley")
+    if not shapley:
+        return f"fit coalitions of {report.settings.get('estimator', 'the estimator')}."
+    if shapley["estimator"] == "kernelshap" and shapley.get("enumerate_sizes"):
+        text = (
+            "KernelSHAP on every contributor alone and every leave-one-out, enumerated and weighted by the "
+            "Shapley kernel (no sampling, so no bootstrap SE)"
+        )
+    else:
+        text = f"{shapley['num_coalitions']} fit coalitions drawn for {shapley['estimator']}"
+    datamodel = shapley["datamodel"]
+    if datamodel["num_coalitions"]:
+        text += (
+            f"; the ridge datamodel on its own {datamodel['num_coalitions']} random coalitions "
+            f"(alpha {datamodel['alpha']})"
+        )
+    return text + "."
 
 
 def shapley_lds_section(report: Report) -> Section | None:
