@@ -108,7 +108,12 @@ CONFIG_CASES = [
         "config key 'lds.heldout_fraction': 0.001 of the 56 val targets is 0",
     ),
     (
-        {"lds": {"heldout_fraction": 0.9913}, "generate": {"num_images": 200}},
+        # 1 counterfactual target: 200 generated images leave 2 not held out
+        {
+            "lds": {"heldout_fraction": 0.9913},
+            "generate": {"num_images": 200},
+            "counterfactual": {"num_targets": 1},
+        },
         "config key 'lds.heldout_fraction': 0.9913 of the 56 val targets is 56",
     ),
     (

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import json
+import shutil
 import string
 from pathlib import Path
 
@@ -223,6 +224,14 @@ def toy_run_param(preset: Path):
 @pytest.mark.slow
 @pytest.mark.parametrize("preset", [toy_run_param(p) for p in PAPER_PRESETS])
 def test_preset_runs_end_to_end_at_toy_scale_with_its_architecture(preset, tmp_path):
+    try:
+        run_toy_preset(preset, tmp_path)
+    finally:  # the CelebA-HQ LDM's toy models alone are 12 GB on disk: free it for the tests that follow
+        shutil.rmtree(tmp_path, ignore_errors=True)
+
+
+def run_toy_preset(preset: Path, tmp_path: Path) -> None:
+    """The preset at toy scale on stand-in inputs, end to end with Snakemake, and its outputs checked."""
     layered = validate(layered_config(preset))
     config = fake_inputs(toy_scale(layered), tmp_path / "inputs")
     workdir = tmp_path / "workspace"
