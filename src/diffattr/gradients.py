@@ -89,6 +89,14 @@ class TimestepAveragedGradient:
                 samples = min(samples, fits // spec.timesteps)
         self.samples = 1 if model.prompts is not None else max(1, samples)
 
+    def _functional_weights(self) -> tuple[torch.nn.Module, list[str], dict[str, torch.Tensor]]:
+        """The denoiser module for torch.func, the trainable weights' names (the order of the flat
+        gradient) and the detached weights by name."""
+        denoiser = _Denoiser(self.model)
+        name_of = {id(p): n for n, p in denoiser.named_parameters()}
+        names = [name_of[id(p)] for p in self.params]
+        return denoiser, names, {name: p.detach() for name, p in zip(names, self.params, strict=True)}
+
     def batch(self, images: torch.Tensor) -> torch.Tensor:
         """The flat gradients (B, P) of B unconditional images: vmap over samples of the gradient of
         each sample's timestep-batched output, K timesteps x B samples per forward (timestep-normalised:
@@ -107,10 +115,7 @@ class TimestepAveragedGradient:
         at given points: x_t and noise (B, K, *latent), timesteps (K,), shared by the B unconditional
         samples (`batch` builds them by noising x0; Journey-TRAK passes a sampling trajectory)."""
         device = self.model.device
-        denoiser = _Denoiser(self.model)
-        name_of = {id(p): n for n, p in denoiser.named_parameters()}
-        names = [name_of[id(p)] for p in self.params]  # the order of the flat gradient
-        weights = {name: p.detach() for name, p in zip(names, self.params, strict=True)}
+        denoiser, names, weights = self._functional_weights()
         b, k_total = x_t.shape[:2]
 
         def value(w: dict, x_t: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
@@ -166,10 +171,7 @@ class TimestepAveragedGradient:
         vmap(grad) over chunks of lanes (a sample's timesteps, or several samples' timesteps), each
         chunk at most `timestep_batch` lanes and 2^26 gradient entries, through `predict_noise`.
         """
-        denoiser = _Denoiser(self.model)
-        name_of = {id(p): n for n, p in denoiser.named_parameters()}
-        names = [name_of[id(p)] for p in self.params]  # the order of the flat gradient
-        weights = {name_of[id(p)]: p.detach() for p in self.params}
+        denoiser, names, weights = self._functional_weights()
 
         def value(w: dict, x_t: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
             pred = torch.func.functional_call(denoiser, w, (x_t[None], t[None], cond))
