@@ -20,6 +20,7 @@ from diffattr.ekfac import (
     fit_ekfac,
     full_gradients,
     kfac_layers,
+    row_blocks,
 )
 from diffattr.errors import InputError
 from diffattr.gradients import FeaturizerSpec, TimestepAveragedGradient, num_parameters
@@ -166,7 +167,7 @@ def test_diffusion_factors_on_a_tiny_unet(tiny_model, tiny_images):
     np.testing.assert_allclose(a, b)
 
 
-def test_score_grid_in_target_chunks_equals_one_pass(tiny_model, tiny_images, monkeypatch):
+def test_score_grid_in_target_and_train_blocks_equals_one_pass(tiny_model, tiny_images, monkeypatch):
     spec = FeaturizerSpec("squared_norm", timesteps=2, dim=8, projection="gaussian", seed=0)
     factors = fit_diffusion_ekfac(tiny_model, tiny_images, spec, noise_seed=0)
     whole = ekfac_score_grid(tiny_model, factors, tiny_images, tiny_images[:3], spec, 0, [0.1, 1.0])
@@ -175,6 +176,14 @@ def test_score_grid_in_target_chunks_equals_one_pass(tiny_model, tiny_images, mo
     for lam in (0.1, 1.0):
         assert whole[lam].shape == (3, 6)
         np.testing.assert_allclose(chunked[lam], whole[lam], rtol=1e-6, atol=1e-9)
+
+
+def test_row_blocks_regroup_rows_in_order():
+    chunks = [torch.arange(n * 2.0).reshape(n, 2) + 10 * n for n in (1, 3, 2)]
+    blocks = list(row_blocks(iter(chunks), 4))
+    assert [len(b) for b in blocks] == [4, 2]
+    assert torch.equal(torch.cat(blocks), torch.cat(chunks))
+    assert [len(b) for b in row_blocks(iter(chunks), 1)] == [1] * 6
 
 
 @pytest.mark.parametrize(

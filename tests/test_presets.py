@@ -17,6 +17,7 @@ import yaml
 from PIL import Image
 
 from diffattr.config import validate
+from diffattr.data import read_imageset
 from tests.test_data import fake_cifar10, fake_cifar_tarball
 from tests.test_properties import FakeInception
 from tests.tiny_sd import tiny_stable_diffusion, tiny_vq_autoencoder
@@ -245,10 +246,38 @@ def run_toy_preset(preset: Path, tmp_path: Path) -> None:
         assert set(lds["method"]) == set(config["methods"]), preset.name
         assert np.isfinite(lds["lds"]).all(), lds
         check_architecture(out / "models" / "full" / f"seed{config['train']['seeds'][0]}", layered["model"])
+        check_generated_captions(out / "samples" / "full.zarr", config["data"])
     if config["shapley"]["enabled"]:
         check_shapley(out / "shapley", config["shapley"])
-        full = out / "shapley" / "models" / "coalition" / "retrain" / "full" / "seed0"
-        check_architecture(full, layered["shapley"].get("model") or layered["model"])
+        model = layered["shapley"].get("model") or layered["model"]
+        check_architecture(out / "shapley" / "models" / "coalition" / "retrain" / "full" / "seed0", model)
+        check_pruning(out / "shapley" / "models" / "pruned" / "pruning.json", model, config["shapley"])
+
+
+def check_generated_captions(samples: Path, data: dict) -> None:
+    """Generated images of a captioned data set carry prompts filled from its metadata (the
+    caption template's fields), one per distinct value; uncaptioned ones carry none."""
+    generated = read_imageset(samples)
+    template = (data.get("image_folder") or {}).get("caption")
+    if not template:
+        assert generated.captions is None
+        return
+    metadata = pd.read_csv(data["image_folder"]["metadata"])
+    assert set(generated.captions) <= {template.format(**row) for row in metadata.to_dict("records")}
+    assert len(set(generated.captions)) > 1, generated.captions
+
+
+def check_pruning(record: Path, model: dict, shapley: dict) -> None:
+    """The pruned model is smaller: a LoRA keeps the preset's share of its rank pairs, a UNet loses
+    channels."""
+    pruning = json.loads(record.read_text())["pruning"]
+    if model.get("family") == "lora":
+        assert pruning["kind"] == "lora_rank"
+        rank = model["lora"]["rank"]
+        kept = max(1, round(rank * (1 - shapley["pruning"]["ratio"])))
+        assert (pruning["rank_before"], pruning["rank_after"]) == (rank, kept)
+    else:
+        assert pruning["channels_after"] < pruning["channels_before"], pruning
 
 
 def check_shapley(out: Path, shapley: dict) -> None:
@@ -292,6 +321,8 @@ def check_architecture(model_dir: Path, model: dict) -> None:
         lora = load_model(model_dir).unet.peft_config[ADAPTER]
         assert lora.r == model["lora"]["rank"] and lora.lora_alpha == model["lora"]["alpha"]
         assert set(lora.target_modules) == set(model["lora"]["targets"])
+        assert (model_dir / "pytorch_lora_weights.safetensors").is_file()
+        assert not (model_dir / "unet").exists()  # only the adapters are saved, never the snapshot's UNet
         return
     saved = json.loads((model_dir / "unet" / "config.json").read_text())
     assert {key: saved[key] for key in ARCHITECTURE} == {key: model[key] for key in ARCHITECTURE}

@@ -304,6 +304,22 @@ def full_gradients(
             )
 
 
+def row_blocks(chunks: Iterable[torch.Tensor], rows: int) -> Iterator[torch.Tensor]:
+    """The rows of `chunks` (N_c, P), in order, regrouped into blocks of `rows` (the last may be
+    shorter): rotating and dividing a block costs about what one row does when P is large."""
+    pending: list[torch.Tensor] = []
+    held = 0
+    for chunk in chunks:
+        pending.append(chunk)
+        held += len(chunk)
+        while held >= rows:
+            block = torch.cat(pending)
+            yield block[:rows]
+            pending, held = [block[rows:]], held - rows
+    if held:
+        yield torch.cat(pending)
+
+
 def ekfac_score_grid(
     model: DiffusionModel,
     factors: dict[str, LayerFactors],
@@ -321,13 +337,13 @@ def ekfac_score_grid(
     preconditioner = EkfacPreconditioner(factors, kfac_layers(model.unet, params), params)
     loss_spec = replace(spec, output="loss")
     # Targets a chunk at a time, so that their gradients hold at most MAX_TARGET_ENTRIES; the train
-    # gradients are recomputed for each chunk (once on the demo).
+    # gradients are recomputed for each chunk (once on the demo) and rotated in blocks of the same size.
     step = max(1, MAX_TARGET_ENTRIES // max(1, sum(p.numel() for p in params)))
     parts = []
     for start in range(0, len(targets), step):
         captions = None if target_captions is None else target_captions[start : start + step]
         rows = full_gradients(model, targets[start : start + step], spec, noise_seed, captions)
         chunk = torch.cat(list(rows))
-        train_grads = full_gradients(model, train, loss_spec, noise_seed, train_captions)
+        train_grads = row_blocks(full_gradients(model, train, loss_spec, noise_seed, train_captions), step)
         parts.append(ekfac_scores(preconditioner, chunk, train_grads, lambda_grid))
     return {lam: np.concatenate([part[lam] for part in parts]) for lam in lambda_grid}
