@@ -57,8 +57,21 @@ def tiny_clip(tmp_path):
     return "tiny-test-clip", tmp_path / "clip.pt"
 
 
+# The xdist group of the heavy presets' toy runs: with the demo's end-to-end run, the two longest chains
+# of work (each about half an hour of one worker), which start first, side by side.
+LONGEST_GROUPS = {"one-job-at-a-time"}
+
+
+def _rank(item: pytest.Item) -> int:
+    """0: the demo's end-to-end run and the heavy presets' toy runs; 1: other workflow runs; 2: unit tests."""
+    group = item.get_closest_marker("xdist_group")
+    if item.get_closest_marker("e2e") or (group and group.args[0] in LONGEST_GROUPS):
+        return 0
+    return 1 if item.get_closest_marker("slow") else 2
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Longest first: the demo's end-to-end run, then the other workflow runs, then unit tests, so that
-    the workers of `pytest -n 2` (make test) start the long runs at once and finish together."""
-    rank = {"e2e": 0, "slow": 1}
-    items.sort(key=lambda item: min((rank[m.name] for m in item.iter_markers() if m.name in rank), default=2))
+    """Longest first: the demo's end-to-end run and the heavy presets' toy runs, then the other workflow
+    runs, then unit tests, so that the workers of `pytest -n 2` (make test) start the long runs at once
+    and finish together."""
+    items.sort(key=_rank)

@@ -211,8 +211,9 @@ def tiny_clip_folder(path: Path) -> tuple[str, str]:
 ONE_JOB_AT_A_TIME = {
     # toy run: 392 s of CPU; a coalition-model job of its 274M-parameter latent UNet peaks at 9.6 GB
     "celebahq-ldm-shapley",
-    # toy run: 1,478 s of job CPU, 821 s of it EK-FAC on the 35.7M UNet whatever the data (factors of 113
-    # layers of up to 4,609 inputs: 419 s, 9.1 GB; scores once per split: 2 x 200 s, 7.4 GB)
+    # toy run: about 1,500 s of job CPU, 60% of it EK-FAC on the 35.7M UNet whatever the data (factors
+    # of 113 layers of up to 4,609 inputs: 420-450 s, 9.1 GB, mostly their float64 eigendecompositions;
+    # scores once per split: about 200 s each, 9.5 GB)
     "cifar2-lds",
 }
 
