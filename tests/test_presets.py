@@ -256,8 +256,8 @@ def run_toy_preset(preset: Path, tmp_path: Path) -> None:
 
 
 def check_generated_captions(samples: Path, data: dict) -> None:
-    """Generated images of a captioned data set carry prompts filled from its metadata (the
-    caption template's fields), one per distinct value; uncaptioned ones carry none."""
+    """Generated images of a captioned data set carry prompts filled from its metadata (the caption
+    template's fields), more than one distinct prompt; uncaptioned ones carry none."""
     generated = read_imageset(samples)
     template = (data.get("image_folder") or {}).get("caption")
     if not template:
