@@ -4,8 +4,10 @@ VENV := .venv
 BIN := $(VENV)/bin
 CORES ?= 2
 STAMP := $(VENV)/.installed
+SHELL := /bin/bash
+.SHELLFLAGS := -o pipefail -c
 
-.PHONY: demo test lint bench install system-deps clean
+.PHONY: demo test test-presets reproduce lint bench install system-deps clean
 
 install: $(STAMP)
 
@@ -22,10 +24,20 @@ demo: $(STAMP)
 	$(BIN)/snakemake --cores $(CORES) --profile profiles/local
 	$(BIN)/python -m diffattr.timings results/demo
 
-# 2 workers; an xdist_group's tests (and its module fixture) stay on one worker, and the order of
-# tests/conftest.py (longest first) is kept rather than xdist's largest-group-first.
+# make test: every behaviour at tiny sizes (pyproject's addopts leave out the two markers below), in 2
+# workers; an xdist_group's tests stay on one worker, and tests/conftest.py's order (longest first) is
+# kept rather than xdist's largest-group-first. Every test's duration goes to test-durations.txt.
+PYTEST := $(BIN)/python -m pytest -q -n $(CORES) --dist loadgroup --no-loadscope-reorder
 test: $(STAMP) system-deps
-	$(BIN)/python -m pytest -q -n $(CORES) --dist loadgroup --no-loadscope-reorder --durations=15
+	$(PYTEST) --durations=0 --durations-min=0 | tee test-durations.txt
+
+# Every preset's toy run with its real, full-size architecture (before a change to a preset or a family).
+test-presets: $(STAMP)
+	$(PYTEST) -m presets --durations=0
+
+# make demo, then its numbers asserted against tests/expected/demo/ (README's results).
+reproduce: demo
+	$(BIN)/python -m pytest -q -m reproduce --durations=0
 
 # SLURM + munge for tests/test_slurm.py, which brings up a throwaway cluster (needs root), and chromium for
 # tests/test_report.py; installed with apt only when missing and root, otherwise (or if apt fails) those

@@ -1,9 +1,11 @@
-"""Shared fixtures: a tiny UNet and tiny images, so unit tests take seconds on two cores."""
+"""Shared fixtures: a tiny UNet and tiny images, so unit tests take seconds on two cores; the tiny workflow
+runs, made once per session for every test that reads them."""
 
 import pytest
 import torch
 
 from diffattr.models import PixelDiffusion, build_scheduler, build_unet
+from tests.workflow_helpers import TINY, TINY_SHAPLEY, finished_run, shared_folder
 
 TINY_MODEL = {
     "block_out_channels": [8, 16],
@@ -57,21 +59,43 @@ def tiny_clip(tmp_path):
     return "tiny-test-clip", tmp_path / "clip.pt"
 
 
-# The xdist group of the heavy presets' toy runs: with the demo's end-to-end run, the two longest chains
-# of work (each about half an hour of one worker), which start first, side by side.
-LONGEST_GROUPS = {"one-job-at-a-time"}
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory):
+    """A workspace after a complete local run of the tiny workflow (TINY): every method's rules. Made once
+    per session for every pytest-xdist worker; read it only (copy_workspace for a run to change)."""
+    return finished_run(shared_folder(tmp_path_factory), "tiny", TINY)
+
+
+@pytest.fixture(scope="session")
+def tiny_shapley_run(tmp_path_factory):
+    """A workspace after a complete local run of the tiny contributor branch (TINY_SHAPLEY), made and
+    shared as tiny_run is; read it only."""
+    return finished_run(shared_folder(tmp_path_factory), "tiny-shapley", TINY_SHAPLEY)
 
 
 def _rank(item: pytest.Item) -> int:
-    """0: the demo's end-to-end run and the heavy presets' toy runs; 1: other workflow runs; 2: unit tests."""
-    group = item.get_closest_marker("xdist_group")
-    if item.get_closest_marker("e2e") or (group and group.args[0] in LONGEST_GROUPS):
+    """0: the presets' toy runs (the longest tests); 1: other workflow runs; 2: unit tests."""
+    if item.originalname.startswith("test_preset_runs_end_to_end"):
         return 0
     return 1 if item.get_closest_marker("slow") else 2
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Longest first: the demo's end-to-end run and the heavy presets' toy runs, then the other workflow
-    runs, then unit tests, so that the workers of `pytest -n 2` (make test) start the long runs at once
-    and finish together."""
+    """Longest first: the presets' toy runs, then the other workflow runs, then unit tests, so that the
+    workers of `pytest -n 2` (make test) start the long runs at once and finish together."""
     items.sort(key=_rank)
+
+
+ONE_TEST_BUDGET_S = 240  # no test of make test should take longer on 2 cores (README, "The test suite")
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:
+    """Name the tests that took longer than the budget of one test, so that CI's log says it."""
+    over = [
+        f"{report.nodeid} ({report.duration:.0f} s)"
+        for reports in terminalreporter.stats.values()
+        for report in reports
+        if getattr(report, "when", None) == "call" and getattr(report, "duration", 0) > ONE_TEST_BUDGET_S
+    ]
+    if over:
+        terminalreporter.write_line(f"over the {ONE_TEST_BUDGET_S} s budget of one test: " + "; ".join(over))

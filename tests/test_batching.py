@@ -17,6 +17,7 @@ from tests.conftest import TINY_MODEL
 from tests.workflow_helpers import (
     TINY,
     TINY_SHAPLEY,
+    copy_workspace,
     deep_update,
     make_workspace,
     planned_jobs,
@@ -106,25 +107,22 @@ def model_bytes(model_dir):
 
 
 @pytest.mark.slow
-def test_lds_batch_reruns_exactly_and_equals_models_trained_alone(tmp_path):
-    config = deep_update(
-        copy.deepcopy(TINY),
-        {"lds": {"num_subsets": 2, "models_per_job": 2}, "counterfactual": {"enabled": False}},
-    )
-    workdir = make_workspace(tmp_path, config)
-    models = [f"results/tiny/models/lds/{m}/seed0" for m in (0, 1)]
-    snakemake(workdir, "--cores", "2", *models)
+def test_lds_batch_reruns_exactly_and_equals_models_trained_alone(tiny_run, tmp_path):
+    workdir = copy_workspace(tiny_run, tmp_path / "copy")
+    # the tiny run's 4 LDS models, made in one batch job (lds.models_per_job 8)
+    models = [f"results/tiny/models/lds/{m}/seed0" for m in range(TINY["lds"]["num_subsets"])]
     batched = {m: model_bytes(workdir / m) for m in models}
     # a model lost from a batch: its batch job remakes the batch, bit for bit
     shutil.rmtree(workdir / models[1])
     assert planned_jobs(workdir, *models) == {"train_lds_batch0": 1}
     snakemake(workdir, "--cores", "2", *models)
     assert {m: model_bytes(workdir / m) for m in models} == batched
-    # one job per model: the same bits
-    make_workspace(workdir, deep_update(config, {"lds": {"models_per_job": 1}}))
-    assert planned_jobs(workdir, *models, "--forcerun", "train_lds") == {"train_lds": 2}
-    snakemake(workdir, "--cores", "2", *models, "--forcerun", "train_lds")
-    assert {m: model_bytes(workdir / m) for m in models} == batched
+    # one job per model, for the first and the last of the batch: the same bits
+    alone = [models[0], models[-1]]
+    make_workspace(workdir, deep_update(copy.deepcopy(TINY), {"lds": {"models_per_job": 1}}))
+    assert planned_jobs(workdir, *alone, "--forcerun", "train_lds") == {"train_lds": 2}
+    snakemake(workdir, "--cores", "2", *alone, "--forcerun", "train_lds")
+    assert {m: model_bytes(workdir / m) for m in alone} == {m: batched[m] for m in alone}
 
 
 def test_featurize_batches_plan_every_shard_once_and_never_mix_featurizers(tmp_path):
@@ -154,14 +152,10 @@ def assert_same_features(workdir, expected):
 
 
 @pytest.mark.slow
-def test_featurize_batch_reruns_exactly_and_equals_shards_computed_alone(tmp_path):
-    config = deep_update(
-        copy.deepcopy(TINY),
-        {"featurize": {"shards_per_job": 4}, "counterfactual": {"enabled": False}},
-    )
-    workdir = make_workspace(tmp_path, config)
+def test_featurize_batch_reruns_exactly_and_equals_shards_computed_alone(tiny_run, tmp_path):
+    workdir = copy_workspace(tiny_run, tmp_path / "copy")
+    # 3 of the tiny run's 4 tracin shards at its checkpoint, made in one batch job (shards_per_job 6)
     shards = [f"results/tiny/grads/tracin/ckpt0/{split}/0.zarr" for split in ("train", "val", "gen")]
-    snakemake(workdir, "--cores", "2", *shards)
     batched = {p: read_arrays(workdir / p, ["features", "position"]) for p in shards}
     # a shard lost from a batch: its batch job remakes the batch, with the same features
     shutil.rmtree(workdir / shards[1])
@@ -169,7 +163,7 @@ def test_featurize_batch_reruns_exactly_and_equals_shards_computed_alone(tmp_pat
     snakemake(workdir, "--cores", "2", *shards)
     assert_same_features(workdir, batched)
     # one job per shard: the same features
-    make_workspace(workdir, deep_update(config, {"featurize": {"shards_per_job": 1}}))
+    make_workspace(workdir, deep_update(copy.deepcopy(TINY), {"featurize": {"shards_per_job": 1}}))
     assert planned_jobs(workdir, *shards, "--forcerun", "featurize_checkpoint") == {"featurize_checkpoint": 3}
     snakemake(workdir, "--cores", "2", *shards, "--forcerun", "featurize_checkpoint")
     assert_same_features(workdir, batched)

@@ -154,7 +154,8 @@ def test_diffusion_factors_on_a_tiny_unet(tiny_model, tiny_images):
         patches = torch.nn.functional.unfold(x_t, 3, padding=1).transpose(1, 2).double()
         patches = torch.cat([patches, torch.ones_like(patches[..., :1])], dim=2)
         a_sum = a_sum + torch.einsum("bli,blj->ij", patches, patches) / patches.shape[1]
-    torch.testing.assert_close(factors["conv_in"].a, a_sum / (3 * len(tiny_images)))
+    # the patches come from float32 x_t on both sides, summed in another order: float32 tolerances
+    torch.testing.assert_close(factors["conv_in"].a, a_sum / (3 * len(tiny_images)), rtol=1e-5, atol=1e-6)
     # Stored and read back, the factors score like the fitted ones; scores are finite.
     restored = factors_from_arrays(factors_to_arrays(factors))
     params = tiny_model.trainable_parameters()

@@ -11,12 +11,13 @@ import yaml
 from diffattr.config import validate
 from tests.tiny_sd import tiny_autoencoder
 from tests.workflow_helpers import (
+    PRESET_PLANS,
     ROOT,
     TINY,
     deep_update,
     layered_config,
     make_workspace,
-    planned_jobs,
+    preset_jobs,
     snakemake,
 )
 
@@ -65,10 +66,10 @@ def test_latent_family_runs_the_lds_branch(tmp_path):
         ("artbench-lora-shapley", {"coalition_model": 2 * 302 + 100 * 3 + 2 * 2 * 3 + 2, "prune": 1}),
     ],
 )
-def test_family_presets_dry_run_with_the_paper_job_counts(tmp_path, preset, expected):
-    workdir = make_workspace(tmp_path)
+@pytest.mark.xdist_group(PRESET_PLANS)
+def test_family_presets_dry_run_with_the_paper_job_counts(preset, expected):
     path = ROOT / "experiments" / f"{preset}.yaml"
-    jobs = planned_jobs(workdir, "--configfile", str(path))
+    jobs = preset_jobs(preset)
     config = validate(layered_config(path))
     if "coalition_model" in expected:  # plus, per way, the datamodel baseline's own coalitions, if any
         expected["coalition_model"] += 2 * config["shapley"].get("datamodel", {}).get("num_coalitions", 0)

@@ -1,30 +1,39 @@
 """No lost work under faults: the workflow killed (SIGKILL, driver and jobs at once) during every kind of
-stage, then resumed, ends with the same bits as an uninterrupted run and never redoes a finished job."""
+stage, then resumed, ends with the same bits as an uninterrupted run and never redoes a finished job.
+
+Each branch starts from a copy of its shared tiny run with the outputs of a few jobs of the killed stages
+deleted (whole batch jobs: a batch job remakes all its models), and is compared with that run."""
 
 from __future__ import annotations
 
 import base64
-import copy
 import json
 import os
 import random
+import shutil
 import signal
 import subprocess
 import time
 from pathlib import Path
 
 import pytest
-import yaml
 
-from tests.workflow_helpers import ROOT, SNAKEMAKE, TINY, TINY_SHAPLEY, deep_update, snakemake
+from tests.workflow_helpers import ROOT, SNAKEMAKE, copy_workspace, snakemake
 
-# The stage kinds killed, by rule: training, a featurize shard, scores, a coalition model, a property.
-STAGES = ["train_lds", "featurize", "trak_scores", "coalition_model", "coalition_property"]
-TARGETS = [
-    "results/faults/scores/TRAK/val.zarr",
-    "results/faults/scores/TRAK/gen.zarr",
-    "results/faults/shapley/values/kernelshap-sparse_ft.csv",
+# LDS branch: the 4 LDS models (one batch job) and their outputs, trak's 4 shards (one batch job) and
+# TRAK's scores; killed in training, a featurize batch and scoring.
+LDS_STAGES = ["train_lds", "featurize", "trak_scores"]
+LDS_DELETED = ["models/lds", "outputs/lds", "grads/trak", "scores/TRAK"]
+LDS_TARGETS = ["results/tiny/scores/TRAK/val.zarr", "results/tiny/scores/TRAK/gen.zarr"]
+# Contributor branch: the 8 sparse-FT coalition models (one batch job), their properties (one batch job)
+# and the values fitted on them; killed in a coalition model and a property.
+CONTRIBUTOR_STAGES = ["coalition_model", "coalition_property"]
+CONTRIBUTOR_DELETED = [
+    "shapley/models/coalition/sparse_ft",
+    "shapley/properties/sparse_ft",
+    "shapley/values/kernelshap-sparse_ft.csv",
 ]
+CONTRIBUTOR_TARGETS = ["results/tiny-shapley/shapley/values/kernelshap-sparse_ft.csv"]
 
 
 def timeless(node: object) -> object:
@@ -38,30 +47,22 @@ def timeless(node: object) -> object:
     return node
 
 
-def fault_config() -> dict:
-    """The tiny workflow cut to one featurizer, two methods, 2 LDS subsets and one way of valuation."""
-    config = yaml.safe_load((ROOT / "config.yaml").read_text())
-    deep_update(config, copy.deepcopy(TINY))
-    config.update(experiment="faults", featurize={"shard_size": 40})
-    config["lds"]["num_subsets"] = 2
-    config["featurizers"] = {"trak": TINY["featurizers"]["trak"]}
-    config["methods"] = {"TRAK": {"kind": "trak", "featurizer": "trak"}, "pixel": {"kind": "pixel"}}
-    if "counterfactual" in config:  # the counterfactual stage is not needed for the targets here
-        config["counterfactual"]["enabled"] = False
-    config["shapley"] = {
-        **copy.deepcopy(TINY_SHAPLEY["shapley"]),
-        "how": ["sparse_ft"],
-        "num_coalitions": 2,
-        "heldout": {"num_coalitions": 2, "seeds": [0]},
-        "datamodel": {"num_coalitions": 0},
-    }
-    return config
+def results(workdir: Path) -> Path:
+    """The one experiment's output folder of a workspace (results/<experiment>)."""
+    (out,) = (workdir / "results").iterdir()
+    return out
 
 
-def workspace(path: Path) -> Path:
-    path.mkdir(parents=True)
-    (path / "config.yaml").write_text(yaml.safe_dump(fault_config()))
-    return path
+def without(finished: Path, workdir: Path, deleted: list[str]) -> Path:
+    """A copy of a finished run at `workdir` with the outputs `deleted` (paths in its output folder) gone."""
+    copy_workspace(finished, workdir)
+    for rel in deleted:
+        path = results(workdir) / rel
+        if path.is_dir():
+            shutil.rmtree(path)
+        else:
+            path.unlink()
+    return workdir
 
 
 def incomplete_outputs(workdir: Path) -> set[Path]:
@@ -80,7 +81,7 @@ def incomplete_outputs(workdir: Path) -> set[Path]:
 
 def output_files(workdir: Path) -> dict[str, tuple[int, int]]:
     """Every finished output file (not logs, benchmarks, temporaries or incomplete outputs): inode, mtime."""
-    out = workdir / "results" / "faults"
+    out = results(workdir)
     unfinished = incomplete_outputs(workdir)
     files = {}
     for path in out.rglob("*"):
@@ -97,20 +98,22 @@ def output_files(workdir: Path) -> dict[str, tuple[int, int]]:
 def started(workdir: Path, stages: set[str], since: float) -> str | None:
     """A stage among `stages` with a job that started (opened its log) after `since`."""
     for stage in sorted(stages):
-        for log in (workdir / "results" / "faults" / "logs" / stage).glob("*.log"):
+        for log in (results(workdir) / "logs" / stage).glob("*.log"):
             if log.stat().st_mtime > since:
                 return stage
     return None
 
 
-def kill_during_each_stage(workdir: Path, rng: random.Random) -> tuple[int, dict[str, tuple[int, int]]]:
+def kill_during_each_stage(
+    workdir: Path, stages: list[str], targets: list[str], rng: random.Random
+) -> tuple[int, dict[str, tuple[int, int]]]:
     """Start the run, SIGKILL it a random moment after a job of a not-yet-killed stage starts, resume;
     until every stage kind was hit. Returns the kills and the outputs finished at each kill."""
-    remaining, kills, finished = set(STAGES), 0, {}
+    remaining, kills, finished = set(stages), 0, {}
     while remaining:
         since = time.time()
         driver = subprocess.Popen(
-            [*SNAKEMAKE, "-d", str(workdir), "--cores", "2", "--rerun-incomplete", *TARGETS],
+            [*SNAKEMAKE, "-d", str(workdir), "--cores", "2", "--rerun-incomplete", *targets],
             cwd=ROOT,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -136,7 +139,7 @@ def kill_during_each_stage(workdir: Path, rng: random.Random) -> tuple[int, dict
 
 def comparable(workdir: Path) -> dict[str, bytes]:
     """Bytes of every result file except logs and benchmarks; JSON without its wall-clock entries."""
-    out = workdir / "results" / "faults"
+    out = results(workdir)
     files = {}
     for path in sorted(out.rglob("*")):
         rel = path.relative_to(out)
@@ -149,22 +152,31 @@ def comparable(workdir: Path) -> dict[str, bytes]:
     return files
 
 
-@pytest.mark.slow
-def test_killed_runs_resume_to_the_bits_of_an_uninterrupted_run(tmp_path):
-    clean = workspace(tmp_path / "clean")
-    snakemake(clean, "--cores", "2", *TARGETS)
-
-    faulty = workspace(tmp_path / "faulty")
-    kills, finished = kill_during_each_stage(faulty, random.Random(12))
-    snakemake(faulty, "--cores", "2", "--rerun-incomplete", *TARGETS)
+def assert_killed_runs_resume_to_the_bits_of(uninterrupted, faulty, stages, targets, seed):
+    """Kill `faulty` during each of `stages`, resume it to `targets`: no finished output is redone, and
+    every result file has the bytes of the `uninterrupted` run (the deleted ones made again among them)."""
+    kills, finished = kill_during_each_stage(faulty, stages, targets, random.Random(seed))
+    snakemake(faulty, "--cores", "2", "--rerun-incomplete", *targets)
 
     after = output_files(faulty)
     redone = sorted(path for path, stamp in finished.items() if after.get(path) != stamp)
-    expected, got = comparable(clean), comparable(faulty)
+    expected, got = comparable(uninterrupted), comparable(faulty)
     mismatches = sorted(path for path in expected.keys() | got.keys() if expected.get(path) != got.get(path))
     print(f"kills survived {kills}, finished outputs redone {len(redone)}, mismatches {len(mismatches)}")
-    assert kills == len(STAGES)
+    assert kills == len(stages)
     assert not redone, redone
     assert not mismatches, mismatches
-    for target in TARGETS:  # score matrices and values included, bit for bit
-        assert any(path.startswith(Path(target).relative_to("results/faults").as_posix()) for path in got)
+
+
+@pytest.mark.slow
+def test_killed_lds_stages_resume_to_the_bits_of_an_uninterrupted_run(tiny_run, tmp_path):
+    faulty = without(tiny_run, tmp_path / "faulty", LDS_DELETED)
+    assert_killed_runs_resume_to_the_bits_of(tiny_run, faulty, LDS_STAGES, LDS_TARGETS, 12)
+
+
+@pytest.mark.slow
+def test_killed_contributor_stages_resume_to_the_bits_of_an_uninterrupted_run(tiny_shapley_run, tmp_path):
+    faulty = without(tiny_shapley_run, tmp_path / "faulty", CONTRIBUTOR_DELETED)
+    assert_killed_runs_resume_to_the_bits_of(
+        tiny_shapley_run, faulty, CONTRIBUTOR_STAGES, CONTRIBUTOR_TARGETS, 12
+    )

@@ -20,7 +20,14 @@ from diffattr.gradients import (
 from diffattr.outputs import OUTPUT_FUNCTIONS
 from diffattr.sampling import ddim_sample, ddim_trajectory, initial_noise
 from diffattr.store import read_arrays
-from tests.workflow_helpers import ROOT, TINY, deep_update, make_workspace, planned_jobs, snakemake
+from tests.workflow_helpers import (
+    ROOT,
+    TINY,
+    copy_workspace,
+    make_workspace,
+    planned_jobs,
+    snakemake,
+)
 
 SEEDS = np.array([3, 11, 5])
 
@@ -93,36 +100,30 @@ def test_config_checks_name_the_key():
         validate(json.loads(json.dumps(config)))
 
 
-def journey_config() -> dict:
-    """The tiny LDS run with TRAK and Journey-TRAK only (no counterfactual, no report)."""
-    config = deep_update(json.loads(json.dumps(TINY)), {"experiment": "journey"})
-    config["lds"]["num_subsets"] = 3
-    config["counterfactual"] = {"enabled": False}
-    return config
-
-
 def only_methods(workdir, methods: dict) -> None:
-    """Replace the workspace's methods (make_workspace merges dicts into the default's methods)."""
+    """Replace the workspace's methods (make_workspace merges dicts into the default's methods) and turn
+    off the counterfactual, whose methods may be gone."""
     path = workdir / "config.yaml"
     config = yaml.safe_load(path.read_text())
     config["methods"] = methods
+    config["counterfactual"]["enabled"] = False
     path.write_text(yaml.safe_dump(config))
 
 
 def test_default_jobs_store_no_trajectory(tmp_path):
-    workdir = make_workspace(tmp_path / "w", journey_config())
+    workdir = make_workspace(tmp_path / "w", TINY)
     only_methods(workdir, {"TRAK": {"kind": "trak", "featurizer": "trak"}})
-    jobs = planned_jobs(workdir, "results/journey/samples/full.zarr", "--forceall")
+    jobs = planned_jobs(workdir, "results/tiny/samples/full.zarr", "--forceall")
     assert jobs == {"generate": 1, "train_full": 1, "prepare_data": 1}
-    result = snakemake(
-        workdir, "-n", "--forceall", "results/journey/samples/full_trajectory.zarr", check=False
-    )
+    result = snakemake(workdir, "-n", "--forceall", "results/tiny/samples/full_trajectory.zarr", check=False)
     assert result.returncode != 0  # no rule makes it without a Journey-TRAK method
 
 
 @pytest.mark.slow
-def test_tiny_workflow_writes_gen_scores_and_a_gen_lds_row_only(tmp_path):
-    workdir = make_workspace(tmp_path / "w", journey_config())
+def test_tiny_workflow_writes_gen_scores_and_a_gen_lds_row_only(tiny_run, tmp_path):
+    """Journey-TRAK added to a copy of the tiny run: its data, full model and LDS models are reused;
+    generate runs again to store the trajectories (and what reads the generated samples after it)."""
+    workdir = copy_workspace(tiny_run, tmp_path / "w")
     only_methods(
         workdir,
         {
@@ -130,8 +131,11 @@ def test_tiny_workflow_writes_gen_scores_and_a_gen_lds_row_only(tmp_path):
             "Journey": {"kind": "journey_trak", "featurizer": "trak", "steps": 3},
         },
     )
-    out = workdir / "results" / "journey"
-    snakemake(workdir, "--cores", "2", "results/journey/metrics/lds.csv", timeout=600)
+    out = workdir / "results" / "tiny"
+    reused = [out / "data" / "train.zarr", out / "models" / "full" / "seed0", *out.glob("models/lds/*/seed0")]
+    stamps = {path: path.stat().st_mtime_ns for path in reused}
+    snakemake(workdir, "--cores", "2", "results/tiny/metrics/lds.csv", timeout=600)
+    assert {path: path.stat().st_mtime_ns for path in reused} == stamps
     trajectory = read_arrays(out / "samples" / "full_trajectory.zarr")
     assert trajectory["latents"].shape == (8, 5, 1, 8, 8)
     scores = read_arrays(out / "scores" / "Journey" / "gen.zarr")["scores"]

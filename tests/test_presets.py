@@ -1,10 +1,12 @@
-"""Presets in experiments/: every one plans its jobs, and every one runs end to end at toy scale with its
-real architecture (toy_scale shrinks counts, never the model) on stand-ins of its local inputs."""
+"""Presets in experiments/: every one plans its jobs, and every one runs end to end at toy scale on
+stand-ins of its local inputs: in `make test` with its topology at the smallest valid widths, in
+`make test-presets` with its real, full-size architecture (toy_scale shrinks counts either way)."""
 
 from __future__ import annotations
 
 import copy
 import json
+import math
 import shutil
 import string
 from pathlib import Path
@@ -21,17 +23,18 @@ from diffattr.data import read_imageset
 from tests.test_data import fake_cifar10, fake_cifar_tarball
 from tests.test_properties import FakeInception
 from tests.tiny_sd import tiny_stable_diffusion, tiny_vq_autoencoder
-from tests.workflow_helpers import ROOT, layered_config, make_workspace, planned_jobs, snakemake
+from tests.workflow_helpers import PRESET_PLANS, ROOT, layered_config, preset_jobs, snakemake
 
 PRESETS = sorted((ROOT / "experiments").glob("*.yaml"))
 # demo-* presets are variants of the embedded default, which other tests run
 PAPER_PRESETS = [p for p in PRESETS if not p.stem.startswith("demo-")]
 
 
+@pytest.mark.xdist_group(PRESET_PLANS)
 @pytest.mark.parametrize("preset", PRESETS, ids=[p.stem for p in PRESETS])
-def test_every_preset_plans_its_jobs_and_plants_nothing_unasked(preset, tmp_path):
+def test_every_preset_plans_its_jobs_and_plants_nothing_unasked(preset):
     config = yaml.safe_load(preset.read_text())
-    jobs = planned_jobs(make_workspace(tmp_path), "--configfile", str(preset))
+    jobs = preset_jobs(preset.stem)
     assert jobs.get("all") == 1, jobs
     shapley = config.get("shapley") or {}
     if shapley.get("enabled"):
@@ -56,13 +59,16 @@ def test_paper_presets_run_one_gpu_job_per_model(preset):
 TOY_STEPS = 2
 TOY_IMAGE_SIZE = 32  # image folders are read at most at CIFAR's size; CIFAR itself is 32x32
 TOY_PER_JOB = 1000
+TOY_LORA_RANK = 2  # the fewest rank pairs that a pruning ratio below 1 still prunes
 
 
-def toy_scale(config: dict) -> dict:
+def toy_scale(config: dict, full_size: bool = False) -> dict:
     """A validated config with every count shrunk to toy size: data, steps, subsets, seeds, coalitions,
-    timesteps, projection dims, generated images, bootstrap, targets. The models (UNet channels, layers,
-    attention, GroupNorm groups, LoRA rank and targets, pruning ratio), methods, featurizers' outputs,
-    estimator and property stay the preset's."""
+    timesteps, projection dims, generated images, bootstrap, targets; one featurizer per distinct toy
+    spec and one method per (kind, options). Unless `full_size`, the models keep their topology (block
+    types, attention positions, GroupNorm groups, head dims, dropout, LoRA targets, the autoencoder)
+    at the smallest widths that keep it valid (toy_widths). Pruning ratio, estimator, property and the
+    featurizers' outputs stay the preset's."""
     config = copy.deepcopy(config)
     config["device"] = "cpu"
     if config["lds"]["enabled"]:
@@ -77,12 +83,15 @@ def toy_scale(config: dict) -> dict:
         for method in config["methods"].values():
             if method.get("steps"):  # Journey-TRAK's DDIM steps: at most the toy generation's
                 method["steps"] = min(method["steps"], 2)
+        _distinct_methods(config)
         config["featurize"].update(shard_size=16, batch_size=4, shards_per_job=TOY_PER_JOB)
         datamodel = config["datamodel"]
         datamodel.update(num_subsets=2, train_seeds=datamodel["train_seeds"][:1])
         config["counterfactual"].update(num_targets=1, remove=2)
         # top_k: the dominating-norm check's top-scored training images, fewer than the 8 there are
         config["evaluate"].update(bootstrap=10, top_k=4)
+        if not full_size:
+            config["model"] = toy_widths(config["model"])
     shapley = config["shapley"]
     if shapley["enabled"]:
         data = shapley.get("data") or config["data"]
@@ -102,7 +111,51 @@ def toy_scale(config: dict) -> dict:
         for section in ("finetune", "gradient_ascent", "classifier"):
             shapley[section]["steps"] = 1
         prop.update(num_images=4, num_inference_steps=2)
+        if not full_size and shapley.get("model"):
+            shapley["model"] = toy_widths(shapley["model"])
+        elif not full_size and not config["lds"]["enabled"]:
+            config["model"] = toy_widths(config["model"])
     return config
+
+
+def toy_widths(model: dict) -> dict:
+    """The model at the smallest widths that keep its topology valid: UNet channels divided by the
+    largest factor that leaves every level a multiple of its GroupNorm groups and attention head dim
+    (so the levels keep their ratios, e.g. 128-256-256-256 -> 32-64-64-64), LoRA at rank 2 with the
+    same alpha / rank scale."""
+    model = copy.deepcopy(model)
+    if model.get("family") == "lora":
+        lora = model["lora"]
+        lora.update(alpha=lora["alpha"] * TOY_LORA_RANK / lora["rank"], rank=TOY_LORA_RANK)
+        return model
+    unit = math.lcm(model["norm_num_groups"], model["attention_head_dim"] or 1)
+    channels = model["block_out_channels"]
+    factor = math.gcd(*(c // unit for c in channels)) if all(c % unit == 0 for c in channels) else 1
+    model["block_out_channels"] = [c // factor for c in channels]
+    return model
+
+
+def _distinct_methods(config: dict) -> None:
+    """One featurizer per distinct spec (the first name of each) and one method per (kind, options)
+    once its featurizer is renamed so: at toy size the K- and k-variants of a featurizer coincide."""
+    first: dict[str, str] = {}
+    rename = {
+        name: first.setdefault(json.dumps(spec, sort_keys=True), name)
+        for name, spec in config["featurizers"].items()
+    }
+    config["featurizers"] = {
+        name: spec for name, spec in config["featurizers"].items() if rename[name] == name
+    }
+    seen: set[str] = set()
+    methods = {}
+    for name, method in config["methods"].items():
+        if "featurizer" in method:
+            method["featurizer"] = rename[method["featurizer"]]
+        key = json.dumps(method, sort_keys=True)
+        if key not in seen or name in (config["counterfactual"]["methods"] or []):
+            seen.add(key)
+            methods[name] = method
+    config["methods"] = methods
 
 
 def _toy_data(data: dict, n_train: int, n_val: int) -> None:
@@ -206,52 +259,64 @@ def tiny_clip_folder(path: Path) -> tuple[str, str]:
     return name, str(weights)
 
 
-# Presets whose toy jobs run one at a time (Snakemake --cores 1), and in one pytest-xdist group so that
-# they never run together: two of their jobs at once could exhaust a 24 GB CI machine.
+# Presets whose full-size toy jobs run one at a time (Snakemake --cores 1), and in one pytest-xdist group
+# so that they never run together: two of their jobs at once could exhaust a 24 GB machine.
 ONE_JOB_AT_A_TIME = {
-    # toy run: 392 s of CPU; a coalition-model job of its 274M-parameter latent UNet peaks at 9.6 GB
+    # a coalition-model job of its 274M-parameter latent UNet peaks at 9.6 GB
     "celebahq-ldm-shapley",
-    # toy run: about 1,500 s of job CPU, 60% of it EK-FAC on the 35.7M UNet whatever the data (factors
-    # of 113 layers of up to 4,609 inputs: 420-450 s, 9.1 GB, mostly their float64 eigendecompositions;
-    # scores once per split: about 200 s each, 9.5 GB)
+    # EK-FAC on the 35.7M UNet: factors of 113 layers of up to 4,609 inputs (9.1 GB, mostly their float64
+    # eigendecompositions), scores once per split (9.5 GB)
     "cifar2-lds",
 }
 
 
-def toy_run_param(preset: Path):
+@pytest.mark.slow
+@pytest.mark.parametrize("preset", PAPER_PRESETS, ids=[p.stem for p in PAPER_PRESETS])
+def test_preset_runs_end_to_end_at_toy_scale_with_its_topology(preset, tmp_path):
+    try:
+        run_toy_preset(preset, tmp_path, full_size=False)
+    finally:  # toy runs write models of every coalition: free the disk for the tests that follow
+        shutil.rmtree(tmp_path, ignore_errors=True)
+
+
+def full_size_param(preset: Path):
     marks = [pytest.mark.xdist_group("one-job-at-a-time")] if preset.stem in ONE_JOB_AT_A_TIME else []
     return pytest.param(preset, id=preset.stem, marks=marks)
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("preset", [toy_run_param(p) for p in PAPER_PRESETS])
-def test_preset_runs_end_to_end_at_toy_scale_with_its_architecture(preset, tmp_path):
+@pytest.mark.presets
+@pytest.mark.parametrize("preset", [full_size_param(p) for p in PAPER_PRESETS])
+def test_preset_runs_end_to_end_at_toy_scale_with_its_full_size_architecture(preset, tmp_path):
     try:
-        run_toy_preset(preset, tmp_path)
-    finally:  # the CelebA-HQ LDM's toy models alone are 12 GB on disk: free it for the tests that follow
+        run_toy_preset(preset, tmp_path, full_size=True)
+    finally:  # the CelebA-HQ LDM's full-size toy models alone are 12 GB on disk
         shutil.rmtree(tmp_path, ignore_errors=True)
 
 
-def run_toy_preset(preset: Path, tmp_path: Path) -> None:
+def run_toy_preset(preset: Path, tmp_path: Path, full_size: bool) -> None:
     """The preset at toy scale on stand-in inputs, end to end with Snakemake, and its outputs checked."""
     layered = validate(layered_config(preset))
-    config = fake_inputs(toy_scale(layered), tmp_path / "inputs")
+    config = fake_inputs(toy_scale(layered, full_size=full_size), tmp_path / "inputs")
     workdir = tmp_path / "workspace"
     workdir.mkdir()
     (workdir / "config.yaml").write_text(yaml.safe_dump(config))
-    snakemake(workdir, "--cores", "1" if preset.stem in ONE_JOB_AT_A_TIME else "2")
+    one_at_a_time = full_size and preset.stem in ONE_JOB_AT_A_TIME
+    snakemake(workdir, "--cores", "1" if one_at_a_time else "2")
     out = workdir / "results" / config["experiment"]
     assert (out / "report" / "index.html").is_file()
     if config["lds"]["enabled"]:
         lds = pd.read_csv(out / "metrics" / "lds.csv")
         assert set(lds["method"]) == set(config["methods"]), preset.name
         assert np.isfinite(lds["lds"]).all(), lds
-        check_architecture(out / "models" / "full" / f"seed{config['train']['seeds'][0]}", layered["model"])
+        model_dir = out / "models" / "full" / f"seed{config['train']['seeds'][0]}"
+        check_architecture(model_dir, config["model"], layered["model"])
         check_generated_captions(out / "samples" / "full.zarr", config["data"])
     if config["shapley"]["enabled"]:
         check_shapley(out / "shapley", config["shapley"])
-        model = layered["shapley"].get("model") or layered["model"]
-        check_architecture(out / "shapley" / "models" / "coalition" / "retrain" / "full" / "seed0", model)
+        model = config["shapley"].get("model") or config["model"]
+        preset_model = layered["shapley"].get("model") or layered["model"]
+        retrained = out / "shapley" / "models" / "coalition" / "retrain" / "full" / "seed0"
+        check_architecture(retrained, model, preset_model)
         check_pruning(out / "shapley" / "models" / "pruned" / "pruning.json", model, config["shapley"])
 
 
@@ -311,19 +376,26 @@ def check_shapley(out: Path, shapley: dict) -> None:
 
 ARCHITECTURE = ("block_out_channels", "layers_per_block", "down_block_types", "up_block_types")
 ARCHITECTURE += ("norm_num_groups", "attention_head_dim", "dropout", "resnet_time_scale_shift")
+WIDTHS = {"block_out_channels"}
 
 
-def check_architecture(model_dir: Path, model: dict) -> None:
-    """The trained model is the preset's: its saved UNet config, or its LoRA's rank and targets."""
+def check_architecture(model_dir: Path, model: dict, preset_model: dict) -> None:
+    """The trained model is `model` (its saved UNet config, or its LoRA's rank and targets), and has the
+    preset's topology: everything but the widths is the preset's."""
     if model.get("family") == "lora":
         from diffattr.families import load_model
         from diffattr.families.lora import ADAPTER
 
         lora = load_model(model_dir).unet.peft_config[ADAPTER]
         assert lora.r == model["lora"]["rank"] and lora.lora_alpha == model["lora"]["alpha"]
-        assert set(lora.target_modules) == set(model["lora"]["targets"])
+        assert (
+            set(lora.target_modules) == set(model["lora"]["targets"]) == set(preset_model["lora"]["targets"])
+        )
         assert (model_dir / "pytorch_lora_weights.safetensors").is_file()
         assert not (model_dir / "unet").exists()  # only the adapters are saved, never the snapshot's UNet
         return
     saved = json.loads((model_dir / "unet" / "config.json").read_text())
     assert {key: saved[key] for key in ARCHITECTURE} == {key: model[key] for key in ARCHITECTURE}
+    topology = set(ARCHITECTURE) - WIDTHS
+    assert {key: model[key] for key in topology} == {key: preset_model[key] for key in topology}
+    assert len(model["block_out_channels"]) == len(preset_model["block_out_channels"])

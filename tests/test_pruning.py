@@ -4,6 +4,7 @@ a model folder carrying a pickle payload is refused without ever unpickling it."
 import json
 import os
 import pickle
+import re
 import subprocess
 import sys
 
@@ -175,3 +176,23 @@ def test_no_pickled_model_files_anywhere_in_the_repository():
         assert "weights_only=False" not in text, path
         for line in text.splitlines():  # torch.save only of a state dict (tensors), never of a module
             assert "torch.save(" not in line or "state_dict()" in line, (path, line)
+
+
+def readme_parameter_counts() -> dict[str, str]:
+    """Preset -> parameters of its model, from README's table of presets ("| `name` | ... | 38.3M |")."""
+    rows = re.findall(r"^\| `([\w-]+)` \|.*\| ([\d.]+M) \|$", (ROOT / "README.md").read_text(), re.MULTILINE)
+    return dict(rows)
+
+
+def test_every_preset_unet_has_the_parameter_count_readme_states():
+    stated = readme_parameter_counts()
+    for name, (model_config, channels, size) in ARCHITECTURES.items():
+        count = sum(
+            p.numel() for p in build_unet(model_config, sample_size=size, channels=channels).parameters()
+        )
+        for user in name.split("+"):
+            preset = user.split(":")[0]
+            if preset in ("config", "demo-projections"):
+                continue
+            assert preset in stated, f"README's presets table has no row for {preset}"
+            assert stated[preset] == f"{count / 1e6:.1f}M", (preset, count)

@@ -27,6 +27,7 @@ import yaml
 
 from tests.slurm_cluster import CLIENT_COMMANDS, SLURM_BINARIES, SlurmCluster, SlurmClusterError
 from tests.workflow_helpers import (
+    PRESET_PLANS,
     ROOT,
     SNAKEMAKE,
     TINY,
@@ -34,8 +35,8 @@ from tests.workflow_helpers import (
     make_workspace,
     planned_gpu_rules,
     planned_jobs,
+    preset_jobs,
     rule_resources,
-    snakemake,
     stage_jobs,
 )
 
@@ -241,6 +242,12 @@ def stamp(path: Path) -> tuple[int, int]:
     return st.st_ino, st.st_mtime_ns
 
 
+def lds_rows(out: Path, methods: list[str]) -> pd.DataFrame:
+    """The rows of `methods` in an experiment's metrics/lds.csv, by method and split."""
+    table = pd.read_csv(out / "metrics" / "lds.csv")
+    return table[table["method"].isin(methods)].sort_values(["method", "split"], ignore_index=True)
+
+
 def tiny_workspace(path: Path, **overrides) -> Path:
     return make_workspace(path, deep_update(json.loads(json.dumps(SLURM_TINY)), overrides))
 
@@ -263,17 +270,9 @@ def cluster(tmp_path_factory):
         cluster.stop()
 
 
-@pytest.fixture(scope="module")
-def local_run(tmp_path_factory):
-    """The same workflow run locally, for the comparison."""
-    workdir = tiny_workspace(tmp_path_factory.mktemp("local"))
-    snakemake(workdir, "--cores", "2")
-    return workdir
-
-
 # ----------------------------------------------------------------------------------------- tests
 @pytest.mark.slow
-def test_tiny_run_on_slurm_matches_a_local_run(cluster, local_run, tmp_path):
+def test_tiny_run_on_slurm_matches_a_local_run(cluster, tiny_run, tmp_path):
     on_slurm = tiny_workspace(tmp_path / "slurm")
     planned = {rule: count for rule, count in planned_jobs(on_slurm).items() if rule != "all"}
     gpu_rules = planned_gpu_rules(on_slurm)
@@ -319,8 +318,9 @@ def test_tiny_run_on_slurm_matches_a_local_run(cluster, local_run, tmp_path):
     assert gpu_running, "no running GPU job was seen with a GPU allocated"
     assert all(g.startswith("gpu") and jobs[k]["rule"] in gpu_rules for k, g in gpu_running.items())
 
-    # The same numbers as a local run.
-    out_slurm, out_local = on_slurm / "results" / "tiny", local_run / "results" / "tiny"
+    # The same numbers as the local tiny run (TINY, of which SLURM_TINY is a cut: the same data, seeds and
+    # trak featurizer; its LDS models batched, which makes the same bits): what both runs have.
+    out_slurm, out_local = on_slurm / "results" / "tiny", tiny_run / "results" / "tiny"
     # Where runs diverge first: the full model's training losses (logged from the first steps).
     losses = [
         json.loads((out / "models" / "full" / "seed0" / "training.json").read_text())["losses"]
@@ -333,14 +333,15 @@ def test_tiny_run_on_slurm_matches_a_local_run(cluster, local_run, tmp_path):
         err_msg="the full model trains differently on SLURM and locally from its first steps "
         "(same data, same seed): is the model's initialization seeded?",
     )
-    for model in ("outputs/lds/0/seed0.npz", "outputs/lds/3/seed0.npz"):
+    models = sorted(p.relative_to(out_slurm) for p in (out_slurm / "outputs" / "lds").rglob("*.npz"))
+    assert len(models) == SLURM_TINY["lds"]["num_subsets"], models
+    for model in models:
         a, b = np.load(out_slurm / model), np.load(out_local / model)
         assert sorted(a.files) == sorted(b.files)
         for key in a.files:
             np.testing.assert_allclose(a[key], b[key], rtol=1e-6, err_msg=f"{model}:{key}")
-    lds_slurm = pd.read_csv(out_slurm / "metrics" / "lds.csv").sort_values(["method", "split"])
-    lds_local = pd.read_csv(out_local / "metrics" / "lds.csv").sort_values(["method", "split"])
-    assert list(lds_slurm.columns) == list(lds_local.columns)
+    lds_slurm, lds_local = (lds_rows(out, list(SLURM_TINY["methods"])) for out in (out_slurm, out_local))
+    assert list(lds_slurm.columns) == list(lds_local.columns) and len(lds_slurm) == len(lds_local) == 4
     numeric = lds_slurm.select_dtypes("number").columns
     assert (lds_slurm.drop(columns=numeric).values == lds_local.drop(columns=numeric).values).all()
     np.testing.assert_allclose(
@@ -482,7 +483,8 @@ def test_cifar2_slurm_dry_run_lists_gpu_resources(tmp_path):
     assert not (workdir / "results").exists()
 
 
-def test_slurm_profile_offers_every_ready_job_to_job_arrays(tmp_path):
+@pytest.mark.xdist_group(PRESET_PLANS)
+def test_slurm_profile_offers_every_ready_job_to_job_arrays():
     """With job arrays on, the `jobs` cap must exceed the number of jobs of the CIFAR-2 preset.
 
     snakemake-executor-plugin-slurm 2.8.0 (array mode) holds back a rule's batch when more of the
@@ -494,8 +496,7 @@ def test_slurm_profile_offers_every_ready_job_to_job_arrays(tmp_path):
     profile = yaml.safe_load((PROFILE / "config.yaml").read_text())
     if not profile.get("slurm-array-jobs") or profile["slurm-array-jobs"] == "none":
         return
-    workdir = make_workspace(tmp_path / "ws")
-    jobs = planned_jobs(workdir, "--configfile", str(ROOT / "experiments" / "cifar2-lds.yaml"))
+    jobs = preset_jobs("cifar2-lds")
     total = sum(jobs.values())
     cap = profile.get("jobs")
     assert cap == "unlimited" or int(cap) >= total, (

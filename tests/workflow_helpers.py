@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import copy
+import functools
+import os
 import re
+import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import yaml
+from filelock import FileLock
 
 from diffattr.preflight import replace_sections
 
@@ -105,6 +110,41 @@ def snakemake(
     return result
 
 
+def shared_folder(tmp_path_factory) -> Path:
+    """The session's temporary folder that every pytest-xdist worker sees (their parent), else its own."""
+    base = tmp_path_factory.getbasetemp()
+    return base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+
+
+def finished_run(folder: Path, name: str, config: dict) -> Path:
+    """`folder/name` after a complete run of `config`, made once: the first process to take the lock runs
+    it, the others wait and reuse it (name.done) or fail with its error (name.failed)."""
+    workdir, done, failed = folder / name, folder / f"{name}.done", folder / f"{name}.failed"
+    with FileLock(folder / f"{name}.lock"):
+        if failed.exists():
+            raise AssertionError(failed.read_text())
+        if not done.exists():
+            shutil.rmtree(workdir, ignore_errors=True)  # a process killed while running it left it half made
+            try:
+                snakemake(make_workspace(workdir, config), "--cores", "2")
+            except Exception as err:
+                failed.write_text(f"the shared run of {name} failed: {err}")
+                raise
+            done.touch()
+    return workdir
+
+
+def copy_workspace(src: Path, dst: Path) -> Path:
+    """A copy of a workspace that Snakemake finds as up to date as the original: mtimes kept, links kept.
+    Not .snakemake/locks, which a Snakemake reading the original (--report) may remove meanwhile."""
+
+    def locks(folder: str, names: list[str]) -> list[str]:
+        return ["locks"] if Path(folder).name == ".snakemake" else []
+
+    shutil.copytree(src, dst, symlinks=True, ignore=locks)
+    return dst
+
+
 def stage_jobs(jobs: dict[str, int]) -> dict[str, int]:
     """Job counts with batch rules (`{rule}_batch{b}`, models_per_job > 1) counted under their rule."""
     counts: dict[str, int] = {}
@@ -164,3 +204,19 @@ def planned_jobs(workdir: Path, *args: str) -> dict[str, int]:
         if match and match.group(1) != "total":
             counts[match.group(1)] = int(match.group(2))
     return counts
+
+
+@functools.cache
+def _preset_jobs(preset: str) -> tuple[tuple[str, int], ...]:
+    with tempfile.TemporaryDirectory() as folder:
+        path = ROOT / "experiments" / f"{preset}.yaml"
+        return tuple(planned_jobs(make_workspace(Path(folder)), "--configfile", str(path)).items())
+
+
+def preset_jobs(preset: str) -> dict[str, int]:
+    """Rule -> job count of a preset's dry run on config.yaml, made once per process: the tests that read
+    a preset's plan share it, in one pytest-xdist group (PRESET_PLANS)."""
+    return dict(_preset_jobs(preset))
+
+
+PRESET_PLANS = "preset-plans"  # the xdist group of the tests that read preset_jobs
