@@ -289,10 +289,13 @@ window.addEventListener("load", () => {
     .map((e) => e.tagName + (e.id ? "#" + e.id : ""));
   const images = [...document.images].map((i) => ({src: i.getAttribute("src"), complete: i.complete,
     naturalWidth: i.naturalWidth, width: i.getBoundingClientRect().width}));
+  const clipped = [...document.querySelectorAll(".table-box")]
+    .filter((b) => b.scrollWidth > b.clientWidth + 1)
+    .map((b) => (b.closest("section") || b.parentElement).id || "a table");
   const probe = document.createElement("pre");
   probe.id = "probe";
   const innerWidth = window.innerWidth;
-  probe.textContent = JSON.stringify({scrollWidth: doc.scrollWidth, innerWidth, wide, images});
+  probe.textContent = JSON.stringify({scrollWidth: doc.scrollWidth, innerWidth, wide, clipped, images});
   document.body.appendChild(probe);
 });
 </script>"""
@@ -349,6 +352,7 @@ def test_report_fits_1280_px_and_every_image_loads_in_chromium(results, tmp_path
     measured = measure_in_chromium(page)
     assert measured["innerWidth"] == VIEWPORT
     assert measured["scrollWidth"] <= VIEWPORT, f"page wider than the window: {measured['wide']}"
+    assert not measured["clipped"], f"tables wider than their box: {measured['clipped']}"
     assert len(measured["images"]) == page.read_text().count("<img ") >= 5
     for image in measured["images"]:
         assert image["complete"] and image["naturalWidth"] > 0, f"image did not load: {image}"
@@ -364,6 +368,7 @@ def test_many_methods_and_contributors_still_fit_in_chromium(tmp_path):
     build_report(page, **results)
     measured = measure_in_chromium(page)
     assert measured["scrollWidth"] <= VIEWPORT, f"page wider than the window: {measured['wide']}"
+    assert not measured["clipped"], f"tables wider than their box: {measured['clipped']}"
     assert all(image["naturalWidth"] > 0 and image["naturalWidth"] <= 1000 for image in measured["images"])
 
 

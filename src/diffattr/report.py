@@ -6,7 +6,7 @@ rule's named inputs, from `report_inputs()` in rules/common.smk; None when the r
 because its branch is disabled or its stage is not in the DAG) and returns None when they are absent, so
 the section is left out. It draws with `report.figure(fig, name, sources, caption)`, which saves
 `report/figures/{name}.png` (a declared output of the rule, see below) and returns the HTML, and shows a
-table with `report.table(frame, sources)` (in a box that scrolls, linked to its CSV); both record which
+table with `report.table(frame, sources)` (every row, 3 decimals, linked to its CSV); both record which
 input files the figure or table came from, for the provenance section.
 
 To add a section (a few lines):
@@ -30,7 +30,7 @@ To add a section (a few lines):
 Settings that are not files (method names, CI level, the benchmark folder, which rule belongs to which
 branch) come from the rule's params as `report.settings[...]`. Figures are drawn at most 9.6 inches wide at
 100 dpi (960 px), inside the page's content width at a 1280 px window, so their labels keep their size;
-the page also caps every image at `max-width: 100%` and puts every table in a box that scrolls.
+the page also caps every image at `max-width: 100%`, and table headers wrap so that tables fit.
 """
 
 from __future__ import annotations
@@ -66,10 +66,11 @@ body{font-family:system-ui,sans-serif;line-height:1.45;color:#222;max-width:72em
 h1{font-size:1.6em}h2{margin-top:2em;border-bottom:1px solid #ddd}h3{font-size:1.05em}
 img{max-width:100%;height:auto}
 figure{margin:1em 0}figcaption{font-size:.85em;color:#555;overflow-wrap:anywhere}
-.table-box{width:fit-content;max-width:100%;max-height:24em;overflow:auto;border:1px solid #ddd;margin:.5em 0}
-table{border-collapse:collapse;font-size:.9em}
-th{position:sticky;top:0;background:#f2f2f2}
-td,th{border:1px solid #ddd;padding:2px 8px;text-align:right;white-space:nowrap}
+.table-box{width:fit-content;max-width:100%;overflow-x:auto;border:1px solid #ddd;margin:.5em 0}
+table{border-collapse:collapse;font-size:.85em}
+th{background:#f2f2f2;white-space:normal;overflow-wrap:anywhere;vertical-align:bottom}
+td,th{border:1px solid #ddd;padding:2px 6px;text-align:right}
+td{white-space:nowrap}
 pre{max-height:30em;overflow:auto;background:#f7f7f7;padding:.5em;font-size:.85em}
 code,li,p{overflow-wrap:anywhere}
 nav ol{columns:3;font-size:.9em}
@@ -125,12 +126,13 @@ class Report:
             f"<figcaption>{html.escape(caption)}</figcaption></figure>"
         )
 
-    def table(self, frame: pd.DataFrame, sources: list[str], digits: int = 4) -> str:
-        """`frame` as an HTML table in a box that scrolls, with links to the files it came from."""
+    def table(self, frame: pd.DataFrame, sources: list[str], decimals: int = 3) -> str:
+        """`frame` as an HTML table, every row shown and numbers at `decimals` places, with links to the
+        files it came from."""
         self.provenance.append(
             (f"table from {', '.join(Path(s).name for s in sources)}", [str(s) for s in sources])
         )
-        body = frame.to_html(index=False, float_format=lambda v: f"{v:.{digits}g}", border=0, na_rep="")
+        body = frame.to_html(index=False, float_format=lambda v: f"{v:.{decimals}f}", border=0, na_rep="")
         links = ", ".join(
             f'<a href="{html.escape(self._link(s))}">{html.escape(Path(s).name)}</a>' for s in sources
         )
@@ -350,7 +352,7 @@ def lds_section(report: Report) -> Section | None:
 subset and the measured loss (negated) of the models retrained on it, averaged over the targets not used
 to choose the damping (column <code>lambda</code>: the damping chosen); CI by bootstrap over targets.</p>
 {report.figure(lds_figure(lds), "lds", [path], "LDS per method and target split, bootstrap CI")}
-{report.table(lds, [path], digits=3)}"""
+{report.table(lds, [path], decimals=3)}"""
     return Section("lds", "Linear datamodeling score", body)
 
 
@@ -390,7 +392,7 @@ appears most often, with the share of targets whose top-k holds it. A few large-
 top of every list (the "dominating norm" effect that ReTrac corrects) show as a low distinct share and a
 high most-frequent share.</p>
 {report.figure(dominating_norm_figure(table), "dominating_norm", [path], caption)}
-{report.table(table, [path], digits=3)}"""
+{report.table(table, [path], decimals=3)}"""
     return Section("dominating-norm", "Dominating norm: the same training images for every target?", body)
 
 
@@ -406,7 +408,7 @@ def counterfactual_section(report: Report) -> Section | None:
 at random) are removed, a model is retrained from the same seed, and the target is regenerated from its own
 seed. A larger pixel L2 distance (on [-1, 1] images) or a lower CLIP cosine than the random removal means
 the method found images that mattered to this output. Mean over targets with bootstrap CIs.</p>
-{report.table(summary, [summary_path], digits=3)}
+{report.table(summary, [summary_path], decimals=3)}
 {report.existing_figure("counterfactual", [summary_path, per_target], caption)}"""
     return Section("counterfactual", "Counterfactual: remove each target's top-scored images", body)
 
@@ -540,7 +542,7 @@ def planted_section(report: Report) -> Section | None:
         return None
     body = f"""<p>These contributors' images were corrupted before training: a good valuation puts them at
 the bottom (rank 1 = lowest value). {html.escape(planted_text(planted))}</p>
-{report.table(planted, [path], digits=3)}"""
+{report.table(planted, [path], decimals=3)}"""
     return Section("planted", "Planted low-quality contributors", body)
 
 
@@ -580,7 +582,7 @@ def timings_section(report: Report) -> Section | None:
         " job is not counted.</p>"
     ]
     for branch, table in tables.items():
-        parts.append(f"<h3>{html.escape(branch)}</h3>\n{report.table(table, [str(benchmarks)], digits=6)}")
+        parts.append(f"<h3>{html.escape(branch)}</h3>\n{report.table(table, [str(benchmarks)], decimals=1)}")
     return Section("timings", "Stage timings", "\n".join(parts))
 
 
