@@ -23,7 +23,7 @@ BEGIN, END = "<!-- test-durations: begin -->", "<!-- test-durations: end -->"
 def read_durations(text: str) -> dict[str, float]:
     """Test id -> seconds of setup + call + teardown, from pytest's `--durations=0` lines."""
     seconds: dict[str, float] = {}
-    for value, test in re.findall(r"^([\d.]+)s (?:setup|call|teardown) +(\S+)$", text, re.MULTILINE):
+    for value, test in re.findall(r"^([\d.]+)s (?:setup|call|teardown) +(.+?)\s*$", text, re.MULTILINE):
         seconds[test] = seconds.get(test, 0.0) + float(value)
     return seconds
 
