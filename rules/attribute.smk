@@ -141,7 +141,7 @@ rule tracin_scores:
     benchmark:
         bench_path("tracin_scores", "{method}-{target_split}")
     wildcard_constraints:
-        method=name_regex(methods_of_kinds(["tracin", "retrac"])),
+        method=name_regex(methods_of_kinds(CHECKPOINT_KINDS)),
     conda:
         "../envs/diffattr.yaml"
     resources:

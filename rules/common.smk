@@ -5,6 +5,7 @@ import re
 import sys
 from types import SimpleNamespace
 
+from diffattr.config import CHECKPOINT_KINDS
 from diffattr.preflight import check_machine
 
 OUT = f"{config['results']}/{config['experiment']}"
@@ -48,6 +49,7 @@ def split_size(split):
     """Number of samples in a split, known from the config alone (so dry runs need no data)."""
     return {
         "train": config["data"]["n_train"],
+        "train_at_draws": config["data"]["n_train"],
         "val": config["data"]["n_val"],
         "gen": config["generate"]["num_images"],
     }[split]
@@ -73,8 +75,11 @@ def checkpoint_shard_paths(featurizer, split):
     ]
 
 
-# Method kinds of rule local_scores; tracin and retrac have rule tracin_scores.
+# Method kinds of rule local_scores; the checkpoint kinds (TracIn, ReTrac) have rule tracin_scores.
 LOCAL_KINDS = ["das", "relative_if", "renormalized_if", "grad_dot", "grad_cosine"]
+# Xie et al.'s train gradient: at each training image's own training draw (the *_averaged kinds, D-TRAK's
+# TracIn baseline: at the featurizer's fixed timesteps)
+AT_TRAINING_DRAWS = ["tracin", "retrac"]
 
 
 def methods_of_kinds(kinds):
@@ -92,23 +97,47 @@ def featurize_batches(at_checkpoints):
     `at_checkpoints` featurize_checkpoint_batch*): each featurizer's shards of the full model (or of
     its training checkpoints, TracIn / ReTrac) grouped featurize.shards_per_job to a job. A batch never
     mixes featurizers, so changing one featurizer reruns only its own shards."""
-    if at_checkpoints:
-        featurizers = featurizers_of(["tracin", "retrac"])
-        checkpoints = list(range(config["train"]["checkpoints"]))
-    else:
-        featurizers = featurizers_of(["trak", "journey_trak", *LOCAL_KINDS])
-        checkpoints = [None]
-    shards = [
-        (c, split, shard)
-        for c in checkpoints
-        for split in ["train", *TARGET_SPLITS]
-        for shard in range(num_shards(split))
-    ]
+    checkpoints = (
+        list(range(config["train"]["checkpoints"])) if at_checkpoints else [None]
+    )
+    kinds = (
+        CHECKPOINT_KINDS if at_checkpoints else ["trak", "journey_trak", *LOCAL_KINDS]
+    )
     return [
         (featurizer, batch)
-        for featurizer in featurizers
-        for batch in batches(shards, config["featurize"]["shards_per_job"])
+        for featurizer in featurizers_of(kinds)
+        for batch in batches(
+            [
+                (c, split, shard)
+                for c in checkpoints
+                for split in featurized_splits(featurizer, at_checkpoints)
+                for shard in range(num_shards(split))
+            ],
+            config["featurize"]["shards_per_job"],
+        )
     ]
+
+
+def featurized_splits(featurizer, at_checkpoints):
+    """The splits a featurizer computes: at the checkpoints, the training images at their training draws
+    for tracin / retrac and at the fixed timesteps for the *_averaged kinds, besides the targets.
+    """
+    if not at_checkpoints:
+        return ["train", *TARGET_SPLITS]
+    kinds = {
+        config["methods"][m]["kind"]
+        for m in methods_of_kinds(CHECKPOINT_KINDS)
+        if config["methods"][m]["featurizer"] == featurizer
+    }
+    train = [
+        train_split_at_checkpoints(kind) for kind in CHECKPOINT_KINDS if kind in kinds
+    ]
+    return [*dict.fromkeys(train), *TARGET_SPLITS]
+
+
+def train_split_at_checkpoints(kind):
+    """tracin / retrac take a training image's gradient at the (t, noise, flip) of its latest training step."""
+    return "train_at_draws" if kind in AT_TRAINING_DRAWS else "train"
 
 
 def featurize_shard_path(featurizer, checkpoint, split, shard):
@@ -136,7 +165,10 @@ def tracin_inputs(wildcards):
     featurizer = config["methods"][wildcards.method]["featurizer"]
     return {
         "model": out(f"models/full/seed{FULL_SEED}"),
-        "train": checkpoint_shard_paths(featurizer, "train"),
+        "train": checkpoint_shard_paths(
+            featurizer,
+            train_split_at_checkpoints(config["methods"][wildcards.method]["kind"]),
+        ),
         "targets": checkpoint_shard_paths(featurizer, wildcards.target_split),
     }
 
@@ -163,7 +195,9 @@ def ekfac_inputs(wildcards):
 
 def split_images(split):
     """The image store of a split: real data for train/val, generated samples for gen."""
-    return out("samples/full.zarr") if split == "gen" else out(f"data/{split}.zarr")
+    if split == "gen":
+        return out("samples/full.zarr")
+    return out("data/train.zarr" if split == "train_at_draws" else f"data/{split}.zarr")
 
 
 def ensemble_seeds(method):
@@ -543,7 +577,7 @@ def coalition_model_path(how, coalition, seed):
 
 
 wildcard_constraints:
-    split="train|val|gen",
+    split="train|train_at_draws|val|gen",
     target_split="val|gen",
     shard=r"\d+",
     m=r"\d+",

@@ -20,7 +20,7 @@ with job(snakemake.log[0]) as log:
             log.info("checkpoint %d: %s, lr %.3g", c, path, lr)
             yield lr, read_features(train[c]), read_features(targets[c])
 
-    scores = tracin(checkpoints(), renormalize=p.method["kind"] == "retrac")
+    scores = tracin(checkpoints(), renormalize=p.method["kind"].startswith("retrac"))
     write_arrays(
         snakemake.output[0],
         {"scores": scores.astype("float32")},

@@ -15,11 +15,15 @@ from diffattr.config import validate
 from diffattr.das import das_scores, residual_weights
 from diffattr.dominating import dominating_norm
 from diffattr.errors import InputError
-from diffattr.gradients import FeaturizerSpec, TimestepAveragedGradient
+from diffattr.gradients import FeaturizerSpec, TimestepAveragedGradient, featurize_at_draws, make_projector
 from diffattr.influence import gradient_similarity, relative_influence, renormalized_influence, tracin
+from diffattr.models import PixelDiffusion
 from diffattr.outputs import OUTPUT_FUNCTIONS, evenly_spaced_timesteps, fixed_noise, per_timestep_losses
 from diffattr.report import dominating_norm_figure
 from diffattr.store import write_arrays
+from diffattr.training import train
+from diffattr.training_draws import TrainingDraws
+from tests.test_models import TRAIN
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -182,3 +186,56 @@ def test_dominating_norm_figure_has_a_bar_per_method_and_split():
     )
     fig = dominating_norm_figure(table)
     assert [len(ax.patches) for ax in fig.axes] == [4, 4]
+
+
+def test_training_saves_each_samples_latest_draw_the_step_loss_recomputes(tiny_model, tiny_images, tmp_path):
+    """TracIn's train side: the (t, noise, flip) saved at checkpoint s are the draws of step s, so the loss
+    of step s (logged by training) recomputed from them with the weights after step s - 1 matches it."""
+    config = {**TRAIN, "steps": 3, "batch_size": len(tiny_images), "ema": False, "checkpoints": 3}
+    config.update(random_flip=True, lr_schedule="constant", warmup_fraction=0.0)
+    record = train(
+        tiny_model, tiny_images, config, seed=0, device=torch.device("cpu"), checkpoint_dir=tmp_path
+    )
+    logged = dict(record.losses)
+    for step in (2, 3):
+        before = PixelDiffusion.from_pretrained(tmp_path / f"step{step - 1}")
+        draws = TrainingDraws.load(tmp_path / f"step{step}")
+        assert bool(draws.seen.all())
+        x0 = torch.stack(
+            [im.flip(-1) if f else im for im, f in zip(tiny_images, draws.flip.tolist(), strict=True)]
+        )
+        with torch.no_grad():
+            x_t = before.scheduler.add_noise(x0, draws.noise, draws.t)
+            loss = torch.nn.functional.mse_loss(before.unet(x_t, draws.t).sample, draws.noise)
+        assert float(loss) == pytest.approx(logged[step], rel=1e-5)
+    assert draws.flip.any() and not draws.flip.all()  # random flips were drawn and recorded
+
+
+def test_training_draws_mark_the_samples_not_yet_trained_on(tiny_model, tiny_images, tmp_path):
+    config = {**TRAIN, "steps": 3, "batch_size": 2, "ema": False, "checkpoints": 3}
+    train(tiny_model, tiny_images, config, seed=0, device=torch.device("cpu"), checkpoint_dir=tmp_path)
+    # 6 images, batches of 2 from one permutation: 2, 4, then all 6 trained on
+    assert [int(TrainingDraws.load(tmp_path / f"step{s}").seen.sum()) for s in (1, 2, 3)] == [2, 4, 6]
+
+
+def test_train_features_at_the_training_draws_equal_a_plain_loop(tiny_model, tiny_images):
+    spec = FeaturizerSpec("loss", timesteps=10, dim=16, projection="gaussian", seed=0)
+    tiny_model.unet.eval()
+    gen = torch.Generator().manual_seed(3)
+    n = len(tiny_images)
+    draws = TrainingDraws(
+        t=torch.randint(0, 1000, (n,), generator=gen),
+        noise=torch.randn(tiny_images.shape, generator=gen),
+        flip=torch.tensor([True, False] * (n // 2)),
+        seen=torch.tensor([True] * (n - 1) + [False]),
+    )
+    projector = make_projector(tiny_model, spec)
+    got = featurize_at_draws(tiny_model, tiny_images, draws, spec, projector)
+    params = tiny_model.trainable_parameters()
+    for i, image in enumerate(tiny_images[: n - 1]):
+        x0 = (image.flip(-1) if i % 2 == 0 else image)[None]
+        t, noise = draws.t[i : i + 1], draws.noise[i : i + 1]
+        pred = tiny_model.unet(tiny_model.scheduler.add_noise(x0, noise, t), t).sample
+        g = torch.cat([x.reshape(-1) for x in torch.autograd.grad(((pred - noise) ** 2).mean(), params)])
+        np.testing.assert_allclose(got[i], projector.project(g[None]).numpy()[0], rtol=1e-4, atol=2e-5)
+    assert not got[n - 1].any()  # not trained on yet: no gradient, no score

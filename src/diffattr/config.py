@@ -109,8 +109,13 @@ def validate(config: dict, schema: dict | None = None) -> dict:
 # Method kinds scored from a featurizer's gradients (rules/attribute.smk).
 FEATURE_KINDS = (
     *("trak", "das", "relative_if", "renormalized_if"),
-    *("grad_dot", "grad_cosine", "tracin", "retrac", "ekfac", "journey_trak"),
+    *("grad_dot", "grad_cosine", "tracin", "retrac", "tracin_averaged", "retrac_averaged"),
+    *("ekfac", "journey_trak"),
 )
+
+
+# Kinds summed over the training checkpoints (TracIn, ReTrac; rule tracin_scores).
+CHECKPOINT_KINDS = ("tracin", "retrac", "tracin_averaged", "retrac_averaged")
 
 
 def _check_local_methods(config: dict) -> None:
@@ -118,7 +123,7 @@ def _check_local_methods(config: dict) -> None:
     for name, method in config["methods"].items():
         kind = method["kind"]
         featurizer = config["featurizers"].get(method.get("featurizer"), {})
-        if kind in ("das", "retrac") and not featurizer["normalize_timesteps"]:
+        if kind in ("das", "retrac", "retrac_averaged") and not featurizer["normalize_timesteps"]:
             raise InputError(
                 f"config key 'featurizers.{method['featurizer']}.normalize_timesteps': method '{name}' "
                 f"(kind {kind}) needs it true"
@@ -133,7 +138,7 @@ def _check_local_methods(config: dict) -> None:
                 f"config key 'featurizers.{method['featurizer']}.normalize_timesteps': method '{name}' "
                 "(kind journey_trak) needs it false (plain step-averaged gradients)"
             )
-        if kind in ("tracin", "retrac") and config["train"]["checkpoints"] < 1:
+        if kind in CHECKPOINT_KINDS and config["train"]["checkpoints"] < 1:
             raise InputError(
                 f"config key 'train.checkpoints': method '{name}' (kind {kind}) needs at least 1"
             )

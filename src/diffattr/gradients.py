@@ -17,6 +17,7 @@ from diffattr.errors import InputError
 from diffattr.families.base import DiffusionModel
 from diffattr.outputs import evenly_spaced_timesteps, fixed_noise, output_function
 from diffattr.projection import RandomProjector, SparseProjector, make_projection
+from diffattr.training_draws import TrainingDraws
 
 log = logging.getLogger(__name__)
 # Unconditional samples go through vmap together, floor(256 / K) at a time (about 256 sample-timesteps
@@ -107,7 +108,7 @@ class TimestepAveragedGradient:
         timesteps = self.timesteps.to(x0.device).repeat(b)
         x_t = self.model.add_noise(x0.repeat_interleave(k, 0), noise, timesteps)
         if self.spec.normalize_timesteps:
-            return self._unit_gradients(x_t, noise, timesteps).view(b, k, -1).mean(1)
+            return self.lane_gradients(x_t, noise, timesteps, unit=True).view(b, k, -1).mean(1)
         return self.given(x_t.view(b, k, *x0.shape[1:]), noise.view(b, k, *x0.shape[1:]), self.timesteps)
 
     def given(self, x_t: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
@@ -161,15 +162,20 @@ class TimestepAveragedGradient:
         noise = self.noise.to(x0.device)
         timesteps = self.timesteps.to(x0.device)
         x_t = self.model.add_noise(x0.expand_as(noise), noise, timesteps)
-        return self._unit_gradients(x_t, noise, timesteps, cond).mean(0)
+        return self.lane_gradients(x_t, noise, timesteps, cond, unit=True).mean(0)
 
-    def _unit_gradients(
-        self, x_t: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor, cond: Any = None
+    def lane_gradients(
+        self,
+        x_t: torch.Tensor,
+        noise: torch.Tensor,
+        timesteps: torch.Tensor,
+        cond: Any = None,
+        unit: bool = False,
     ) -> torch.Tensor:
-        """(L, P): the gradient of f at each of L (x_t, noise, t) lanes, scaled to unit L2 norm.
+        """(L, P): the gradient of f at each of L (x_t, noise, t) lanes (scaled to unit L2 norm if `unit`).
 
-        vmap(grad) over chunks of lanes (a sample's timesteps, or several samples' timesteps), each
-        chunk at most `timestep_batch` lanes and 2^26 gradient entries, through `predict_noise`.
+        vmap(grad) over chunks of lanes (a sample's timesteps, or several samples at a timestep each),
+        each chunk at most `timestep_batch` lanes and 2^26 gradient entries, through `predict_noise`.
         """
         denoiser, names, weights = self._functional_weights()
 
@@ -185,7 +191,7 @@ class TimestepAveragedGradient:
                 lanes = slice(start, start + chunk)
                 grads = per_lane(weights, x_t[lanes], noise[lanes], timesteps[lanes])
                 flat = torch.cat([grads[n].reshape(len(grads[names[0]]), -1) for n in names], dim=1)
-                rows.append(flat / flat.norm(dim=1, keepdim=True).clamp(min=1e-30))
+                rows.append(flat / flat.norm(dim=1, keepdim=True).clamp(min=1e-30) if unit else flat)
         return torch.cat(rows)
 
 
@@ -258,6 +264,40 @@ def featurize(
             log.info("featurized %d/%d  %.1fs", done, len(images), time.perf_counter() - start_time)
     if stats is not None:
         stats.update(seconds)
+    return out
+
+
+def featurize_at_draws(
+    model: DiffusionModel,
+    images: torch.Tensor,
+    draws: TrainingDraws,
+    spec: FeaturizerSpec,
+    projector: RandomProjector | SparseProjector | None = None,
+    captions: Sequence[str] | None = None,
+) -> np.ndarray:
+    """Projected gradients (N, k) float32 of the featurizer's output for each image at the (t, noise, flip)
+    of its latest training step (`draws`, the rows of these images): the train side of Diffusion-TracIn
+    and ReTrac (Xie et al.). A sample not trained on by this checkpoint gets a zero row."""
+    model.unet.eval()
+    gradient = TimestepAveragedGradient(model, replace(spec, timesteps=1))
+    projector = projector or make_projector(model, spec)
+    out = np.zeros((len(images), spec.dim), dtype=np.float32)
+    seen = torch.nonzero(draws.seen).flatten().tolist()
+    step = gradient.samples  # unconditional samples go through vmap together, conditional ones alone
+    for start in range(0, len(seen), step):
+        rows = torch.tensor(seen[start : start + step])
+        x0 = model.encode(images[rows].to(model.device))
+        x0 = torch.where(draws.flip[rows, None, None, None].to(x0.device), x0.flip(-1), x0)
+        noise, t = draws.noise[rows].to(x0.device), draws.t[rows].to(x0.device)
+        cond = None if model.prompts is None else model.condition([(captions or [""] * len(images))[rows[0]]])
+        grads = gradient.lane_gradients(model.add_noise(x0, noise, t), noise, t, cond)
+        out[rows.numpy()] = projector.project(grads).numpy()
+    log.info(
+        "featurized %d/%d at their training draws (%d not trained on yet)",
+        len(seen),
+        len(images),
+        len(images) - len(seen),
+    )
     return out
 
 

@@ -18,6 +18,7 @@ from diffusers.optimization import (
 from diffusers.training_utils import EMAModel
 
 from diffattr.families.base import DiffusionModel, conditioner, encode_all
+from diffattr.training_draws import TrainingDraws
 
 log = logging.getLogger(__name__)
 
@@ -94,6 +95,8 @@ def train(
     batch_size = min(train_config["batch_size"], len(data))
     num_timesteps = model.scheduler.config.num_train_timesteps
     keep = set(checkpoint_steps(steps, train_config["checkpoints"]))
+    # each sample's latest (t, noise, flip), saved with each checkpoint for TracIn / ReTrac
+    draws = TrainingDraws.empty(len(data), tuple(data.shape[1:])) if keep and checkpoint_dir else None
     record = TrainingRecord(steps=steps, seed=seed, n_train=len(data), seconds=0.0)
     log_every = max(1, steps // 10)
     order = torch.randperm(len(data), generator=generator)
@@ -104,11 +107,14 @@ def train(
         idx = order[cursor : cursor + batch_size]
         cursor += batch_size
         x0 = data[idx]
+        flip = torch.zeros(len(x0), dtype=torch.bool, device=x0.device)
         if train_config.get("random_flip"):
             flip = (torch.rand(len(x0), generator=generator) < 0.5).to(x0.device)
             x0 = torch.where(flip[:, None, None, None], x0.flip(-1), x0)
         noise = torch.randn(x0.shape, generator=generator).to(x0.device)
         t = torch.randint(0, num_timesteps, (len(x0),), generator=generator).to(x0.device)
+        if draws is not None:
+            draws.record(idx, t, noise, flip)
         pred = model.predict_noise(model.add_noise(x0, noise, t), t, cond_of(idx))
         loss = torch.nn.functional.mse_loss(pred, noise)
         optimizer.zero_grad(set_to_none=True)
@@ -132,6 +138,7 @@ def train(
             )
         if step in keep and checkpoint_dir is not None:
             _save_checkpoint(model, params, ema, checkpoint_dir / f"step{step}")
+            draws.save(checkpoint_dir / f"step{step}")
             record.checkpoints.append({"step": step, "lr": lr_used, "path": f"step{step}"})
     model.unet = accelerator.unwrap_model(unet)
     if ema is not None:
