@@ -22,6 +22,8 @@ with job(snakemake.log[0]) as log:
             "target": targets,
             "image_seed": [int(r["image_seed"]) for r in records],
             "removed": [len(r["removed"]) for r in records],
+            # of those, how many the method scored positive (random: all)
+            "removed_positive": [int(r["positive"]) for r in records],
             "pixel_l2": pixel_l2(originals[targets], images),
         }
     )

@@ -37,8 +37,10 @@ with job(snakemake.log[0], snakemake.threads) as log:
         removed = removed_images(scores, len(train), p.num_removed, random_seed)
         keep = np.ones(len(train), bool)
         keep[removed] = False
+        positive = len(removed) if scores is None else int((np.asarray(scores)[removed] > 0).sum())
         log.info(
-            "%s, target %d (seed %d): removing %d images", spec["method"], target, image_seed, len(removed)
+            "%s, target %d (seed %d): removing %d images (%d with a positive score)",
+            *(spec["method"], target, image_seed, len(removed), positive),
         )
         with atomic_path(model_dir) as tmp:
             model, record, image = retrain_and_regenerate(
@@ -54,7 +56,9 @@ with job(snakemake.log[0], snakemake.threads) as log:
             )
             model.save_pretrained(tmp)
             (tmp / "training.json").write_text(json.dumps(record.__dict__, indent=2))
-        write_npz(sample, image=image, removed=removed, target=target, image_seed=image_seed)
+        write_npz(
+            sample, image=image, removed=removed, positive=positive, target=target, image_seed=image_seed
+        )
         log.info(
             "retrained on %d images in %.1fs and regenerated the target", int(keep.sum()), record.seconds
         )

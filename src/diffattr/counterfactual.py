@@ -28,8 +28,9 @@ def counterfactual_targets(heldout: np.ndarray, count: int) -> np.ndarray:
 def removed_images(
     scores: np.ndarray | None, n_train: int, remove: int, seed: int | None = None
 ) -> np.ndarray:
-    """Training indices to remove: the `remove` highest positive scores of one target, or (scores None,
-    the random baseline) `remove` indices drawn uniformly with `seed`. Sorted."""
+    """Training indices to remove, exactly `remove` of them, sorted: the highest scores of one target (when
+    fewer than `remove` scores are positive, the highest non-positive ones fill the count; the per-target
+    table says how many were positive), or (scores None, the random baseline) drawn uniformly with `seed`."""
     if remove >= n_train:
         raise InputError(
             f"config key 'counterfactual.remove': {remove} is not below the {n_train} training images"
@@ -39,8 +40,7 @@ def removed_images(
     scores = np.asarray(scores, np.float64)
     if scores.shape != (n_train,):
         raise InputError(f"scores of one target have shape {scores.shape}, expected ({n_train},)")
-    order = np.argsort(-scores, kind="stable")[:remove]
-    return np.sort(order[scores[order] > 0])
+    return np.sort(np.argsort(-scores, kind="stable")[:remove])
 
 
 def retrain_and_regenerate(
