@@ -99,6 +99,6 @@ rule datamodel_scores:
         runtime=config["resources"]["runtime"],
     params:
         kind=lambda wc: config["methods"][wc.method]["kind"],
-        alpha_grid=DATAMODEL["alpha_grid"],
+        datamodel=DATAMODEL,
     script:
         "../scripts/datamodel_scores.py"

@@ -1,7 +1,8 @@
 """Rule datamodel_scores: empirical influence or ridge datamodel of one target split, fitted on the datamodel
-retrains; the ridge penalty is chosen by the LDS of held-out targets on the LDS subsets."""
+retrains; the ridge penalty is chosen per target by cross-validation over those retrains (datamodel.penalty
+cv, D-TRAK's) or once by the LDS of held-out targets on the LDS subsets (heldout_lds)."""
 
-from diffattr.datamodels import datamodel_ridge, empirical_influence
+from diffattr.datamodels import datamodel_ridge, datamodel_ridge_cv, empirical_influence
 from diffattr.metrics import select_lambda, stack_outputs
 from diffattr.runtime import job
 from diffattr.store import read_npz, write_arrays
@@ -16,13 +17,19 @@ with job(snakemake.log[0]) as log:
     attrs = {"kind": p.kind, "n_models": len(snakemake.input.datamodel_outputs), "lambda": None}
     if p.kind == "empirical_influence":
         scores = empirical_influence(fit_masks, fit_outputs)
+    elif p.datamodel["penalty"] == "cv":
+        scores, penalties = datamodel_ridge_cv(
+            fit_masks, fit_outputs, p.datamodel["cv_alphas"], p.datamodel["cv_folds"]
+        )
+        attrs["penalty_by_target"] = penalties.tolist()
+        log.info("ridge penalty by %d-fold CV per target: %s", p.datamodel["cv_folds"], penalties.tolist())
     else:
         subsets = read_npz(snakemake.input.subsets)
         masks, heldout = subsets["masks"], subsets[f"heldout_{split}"]
         outputs = stack_outputs([read_npz(f) for f in snakemake.input.outputs], len(masks), split)
         best, by_alpha = select_lambda(
             lambda alpha: datamodel_ridge(fit_masks, fit_outputs[:, heldout], alpha),
-            p.alpha_grid,
+            p.datamodel["alpha_grid"],
             masks,
             outputs[:, heldout],
         )

@@ -88,7 +88,8 @@ def toy_scale(config: dict, full_size: bool = False) -> dict:
         _distinct_methods(config)
         config["featurize"].update(shard_size=16, batch_size=4, shards_per_job=TOY_PER_JOB)
         datamodel = config["datamodel"]
-        datamodel.update(num_subsets=2, train_seeds=datamodel["train_seeds"][:1])
+        # 2 folds of 2 retrains: the fewest whose cross-validated R^2 is defined
+        datamodel.update(num_subsets=4, cv_folds=2, train_seeds=datamodel["train_seeds"][:1])
         config["counterfactual"].update(num_targets=1, remove=2)
         # top_k: the dominating-norm check's top-scored training images, fewer than the 8 there are
         config["evaluate"].update(bootstrap=10, top_k=4)

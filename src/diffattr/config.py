@@ -146,6 +146,12 @@ def _check_local_methods(config: dict) -> None:
 
 def _check_references(config: dict) -> None:
     """Cross-key checks a JSON schema cannot express."""
+    datamodel = config["datamodel"]
+    if datamodel["penalty"] == "cv" and datamodel["cv_folds"] > datamodel["num_subsets"]:
+        raise InputError(
+            f"config key 'datamodel.cv_folds': {datamodel['cv_folds']} folds need at least as many "
+            f"retrains, datamodel.num_subsets is {datamodel['num_subsets']}"
+        )
     for name, method in config["methods"].items():
         featurizer = method.get("featurizer")
         if method["kind"] in FEATURE_KINDS and featurizer not in config["featurizers"]:

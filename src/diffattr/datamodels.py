@@ -34,3 +34,20 @@ def datamodel_ridge(masks: np.ndarray, outputs: np.ndarray, alpha_rel: float) ->
     kernel = x @ x.T
     penalty = alpha_rel * np.trace(kernel) / x.shape[1]
     return (x.T @ np.linalg.solve(kernel + penalty * np.eye(len(x)), y)).T
+
+
+def datamodel_ridge_cv(
+    masks: np.ndarray, outputs: np.ndarray, alphas: list[float], folds: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """((T, N) coefficients, (T,) penalties): per target, ridge of -output_j on the subset indicators with
+    an intercept, its penalty chosen from `alphas` by `folds`-fold cross-validation over the models
+    (consecutive folds, mean R^2), as D-TRAK's datamodel baseline (scikit-learn RidgeCV per target)."""
+    from sklearn.linear_model import RidgeCV
+    from sklearn.model_selection import KFold
+
+    x, y = masks.astype(np.float64), -np.asarray(outputs, np.float64)
+    coefs, chosen = np.zeros((y.shape[1], x.shape[1])), np.zeros(y.shape[1])
+    for j in range(y.shape[1]):
+        fit = RidgeCV(alphas=list(alphas), cv=KFold(folds)).fit(x, y[:, j])
+        coefs[j], chosen[j] = fit.coef_, fit.alpha_
+    return coefs, chosen
