@@ -1,4 +1,5 @@
-"""Rule lds: the linear datamodeling score of every method on every target split, on non-held-out targets."""
+"""Rule lds: the linear datamodeling score of every method on every target split, on non-held-out targets,
+with its bootstrap CIs over subsets and over targets."""
 
 import numpy as np
 import pandas as pd
@@ -48,12 +49,14 @@ with job(snakemake.log[0]) as log:
                 )
             )
             log.info(
-                "%s %s: LDS %.3f [%.3f, %.3f]",
+                "%s %s: LDS %.3f, CI over subsets [%.3f, %.3f], over targets [%.3f, %.3f]",
                 method,
                 split,
                 row["lds"],
-                row["ci_low"],
-                row["ci_high"],
+                row["subsets_ci_low"],
+                row["subsets_ci_high"],
+                row["targets_ci_low"],
+                row["targets_ci_high"],
             )
     write_csv(snakemake.output.summary, pd.DataFrame(rows))
     write_csv(snakemake.output.per_target, pd.concat(per_target))

@@ -1,12 +1,21 @@
-"""LDS against a direct Spearman computation; bootstrap CIs; damping chosen on held-out targets."""
+"""LDS against a direct Spearman computation; bootstrap CIs over targets and over subsets (the latter
+against D-TRAK's scipy.stats.bootstrap of scipy's Spearman); damping chosen on held-out targets."""
 
 import warnings
 
 import numpy as np
 import pytest
-from scipy.stats import spearmanr
+from scipy.stats import bootstrap, spearmanr
 
-from diffattr.metrics import bootstrap_ci, lds_per_target, lds_summary, select_lambda, stack_outputs
+from diffattr import metrics
+from diffattr.metrics import (
+    bootstrap_ci,
+    lds_per_target,
+    lds_summary,
+    select_lambda,
+    stack_outputs,
+    subsets_bootstrap_ci,
+)
 
 
 def test_lds_equals_direct_spearman_on_hand_made_case():
@@ -43,8 +52,71 @@ def test_lds_summary_row_matches_its_parts():
     masks = rng.random((16, 20)) < 0.5
     outputs = -(masks @ tau.T) + rng.normal(scale=3.0, size=(16, 30))
     row, values = lds_summary(tau, masks, outputs, 200, 0.95, 0)
-    assert np.isclose(row["lds"], values.mean()) and row["ci_low"] < row["lds"] < row["ci_high"]
+    assert np.isclose(row["lds"], values.mean())
+    assert row["subsets_ci_low"] < row["lds"] < row["subsets_ci_high"]
+    assert row["targets_ci_low"] < row["lds"] < row["targets_ci_high"]
+    assert (row["targets_ci_low"], row["targets_ci_high"]) == bootstrap_ci(values, 200, 0.95, 0)
     assert (row["n_targets"], row["n_subsets"]) == (30, 16)
+    assert list(row)[:5] == ["lds", "subsets_ci_low", "subsets_ci_high", "targets_ci_low", "targets_ci_high"]
+
+
+def dtrak_interval(
+    scores: np.ndarray, masks: np.ndarray, outputs: np.ndarray, n_boot: int, level: float, seed: int
+) -> tuple[float, float]:
+    """D-TRAK's notebook: scipy.stats.bootstrap (BCa) over the subsets' indices of the mean over targets of
+    scipy's Spearman between the drawn subsets' summed scores and negated losses (NaN targets left out)."""
+    predicted = masks @ scores.T
+
+    def statistic(drawn: np.ndarray) -> float:
+        rhos = [spearmanr(predicted[drawn, j], -outputs[drawn, j]).statistic for j in range(len(scores))]
+        return np.nanmean(rhos)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # scipy's warning on a constant target
+        result = bootstrap(
+            (np.arange(len(masks)),),
+            statistic,
+            n_resamples=n_boot,
+            confidence_level=level,
+            method="BCa",
+            rng=np.random.default_rng(seed),
+        )
+    return result.confidence_interval.low, result.confidence_interval.high
+
+
+def test_subsets_ci_is_dtraks_bootstrap_of_scipys_spearman(monkeypatch):
+    """Equal to D-TRAK's computation, with a target whose losses are constant (NaN, left out of every
+    draw) and with the draws ranked one at a time (the memory bound)."""
+    rng = np.random.default_rng(4)
+    tau = rng.normal(size=(20, 30))
+    masks = rng.random((10, 30)) < 0.5
+    outputs = -(masks @ tau.T) + rng.normal(scale=3.0, size=(10, 20))
+    outputs[:, 0] = 1.0
+    expected = dtrak_interval(tau, masks, outputs, 150, 0.9, 7)
+    assert np.allclose(subsets_bootstrap_ci(tau, masks, outputs, 150, 0.9, 7), expected, rtol=0, atol=1e-12)
+    monkeypatch.setattr(metrics, "BOOTSTRAP_ENTRIES", 1)
+    assert np.allclose(subsets_bootstrap_ci(tau, masks, outputs, 150, 0.9, 7), expected, rtol=0, atol=1e-12)
+
+
+def test_subsets_ci_is_nan_when_every_draw_is_degenerate():
+    masks = np.tile(np.array([[True, False, True]]), (4, 1))  # the same subset 4 times: no Spearman
+    tau, outputs = np.ones((3, 3)), np.arange(12.0).reshape(4, 3)
+    assert np.isnan(subsets_bootstrap_ci(tau, masks, outputs, 50, 0.95, 0)).all()
+
+
+def test_the_two_intervals_differ_with_many_targets_and_few_subsets():
+    """A disturbance of each subset's model shared by all 300 targets: resampling targets cannot see it,
+    resampling the 10 subsets does, so the papers' interval is several times wider."""
+    rng = np.random.default_rng(0)
+    tau = rng.normal(size=(300, 40))
+    masks = rng.random((10, 40)) < 0.5
+    predicted = masks @ tau.T
+    shared = rng.normal(scale=1.5 * predicted.std(), size=(10, 1))
+    outputs = -predicted + shared + rng.normal(scale=0.3 * predicted.std(), size=predicted.shape)
+    row, _ = lds_summary(tau, masks, outputs, 200, 0.95, 0)
+    subsets = row["subsets_ci_high"] - row["subsets_ci_low"]
+    targets = row["targets_ci_high"] - row["targets_ci_low"]
+    assert row["subsets_ci_low"] < row["lds"] < row["subsets_ci_high"] and subsets > 3 * targets, row
 
 
 def test_select_lambda_uses_only_what_it_is_given():

@@ -33,8 +33,10 @@ def write_lds_results(root: Path, rng: np.random.Generator, methods: list[str]) 
             "split": s,
             "lambda": 0.1,
             "lds": v,
-            "ci_low": v - 0.05,
-            "ci_high": v + 0.05,
+            "subsets_ci_low": v - 0.08,
+            "subsets_ci_high": v + 0.02,
+            "targets_ci_low": v - 0.05,
+            "targets_ci_high": v + 0.05,
             "n_targets": 5,
         }
         for m, base in zip(methods, np.linspace(0.55, 0.2, len(methods)), strict=True)
@@ -381,6 +383,26 @@ def test_bars_accept_a_ci_that_excludes_its_estimate_or_is_missing():
     bars = next(c for c in ax.containers if isinstance(c, ErrorbarContainer))
     lengths = [float(s[1][1] - s[0][1]) for s in bars.lines[2][0].get_segments()]
     assert np.round(lengths, 6).tolist() == [0.1, 0.0, 0.04]  # the negative side drawn as 0
+    plt.close(fig)
+
+
+def test_lds_section_shows_the_interval_over_subsets_first_and_draws_it(results, tmp_path):
+    """The papers' interval (over subsets) is the table's first CI and the figure's error bars; the text
+    names both intervals."""
+    path = results["inputs"]["lds"]
+    section = report.lds_section(Report(tmp_path, {"lds": path}, {"level": 0.9}, {}, figures={"lds"}))
+    header = re.findall(r"<th>(\w+)</th>", section.body)
+    assert (
+        header.index("subsets_ci_low") < header.index("targets_ci_low")
+        and "90% bootstrap CIs" in section.body
+    )
+    assert "resample the subsets" in section.body and "resample the targets" in section.body
+    lds = pd.read_csv(path)
+    fig = report.lds_figure(lds)
+    bars = next(c for c in fig.axes[0].containers if isinstance(c, ErrorbarContainer))
+    ends = [(s[0][1], s[1][1]) for s in bars.lines[2][0].get_segments()]
+    val = lds[lds["split"] == "val"]
+    assert np.allclose(ends, val[["subsets_ci_low", "subsets_ci_high"]].to_numpy())
     plt.close(fig)
 
 

@@ -184,18 +184,20 @@ def figure_legend(fig: plt.Figure, ax: plt.Axes) -> None:
         )
 
 
-def _ci_error(frame: pd.DataFrame, value: str) -> np.ndarray:
-    return np.vstack([frame[value] - frame["ci_low"], frame["ci_high"] - frame[value]])
+def _ci_error(frame: pd.DataFrame, value: str, prefix: str = "") -> np.ndarray:
+    """Error bars (2 x n) from `value` to the columns {prefix}ci_low and {prefix}ci_high."""
+    return np.vstack([frame[value] - frame[f"{prefix}ci_low"], frame[f"{prefix}ci_high"] - frame[value]])
 
 
 def lds_figure(lds: pd.DataFrame) -> plt.Figure:
-    """Bars of LDS per method, one per target split, with their CIs (horizontal above 6 methods)."""
+    """Bars of LDS per method, one per target split, with their CIs over subsets (the papers' interval;
+    horizontal above 6 methods)."""
     methods = list(dict.fromkeys(lds["method"]))
     splits = list(dict.fromkeys(lds["split"]))
     series = {}
     for split in splits:
         part = lds[lds["split"] == split].set_index("method").reindex(methods)
-        series[f"{split} targets"] = (part["lds"].to_numpy(), _ci_error(part, "lds"))
+        series[f"{split} targets"] = (part["lds"].to_numpy(), _ci_error(part, "lds", "subsets_"))
     horizontal = len(methods) > 6
     if horizontal:
         fig, ax = plt.subplots(figsize=(7.5, 1.4 + 0.3 * len(methods) * len(splits)), layout="constrained")
@@ -348,10 +350,15 @@ def lds_section(report: Report) -> Section | None:
     if path is None:
         return None
     lds = pd.read_csv(path)
+    level = f"{100 * report.settings.get('level', 0.95):.0f}%"
+    caption = f"LDS per method and target split, {level} bootstrap CI over subsets"
     body = f"""<p>Spearman correlation, over the LDS subsets, between the summed attribution scores of a
 subset and the measured loss (negated) of the models retrained on it, averaged over the targets not used
-to choose the damping (column <code>lambda</code>: the damping chosen); CI by bootstrap over targets.</p>
-{report.figure(lds_figure(lds), "lds", [path], "LDS per method and target split, bootstrap CI")}
+to choose the damping (column <code>lambda</code>: the damping chosen). Two {level} bootstrap CIs of that
+mean: <code>subsets_ci_low</code>/<code>_high</code> resample the subsets (the papers' interval, BCa as in
+D-TRAK; the error bars) and <code>targets_ci_low</code>/<code>_high</code> resample the targets
+(percentile).</p>
+{report.figure(lds_figure(lds), "lds", [path], caption)}
 {report.table(lds, [path], decimals=3)}"""
     return Section("lds", "Linear datamodeling score", body)
 
