@@ -14,11 +14,12 @@ with job(snakemake.log[0], snakemake.threads) as log:
     stored = open_group(snakemake.input.trajectory)  # only this shard's rows are read
     trajectory = {
         "latents": stored["latents"][start : start + p.shard_size],
-        "final": stored["final"][start : start + p.shard_size],
+        "predicted_noise": stored["predicted_noise"][start : start + p.shard_size],
         "timesteps": stored["timesteps"][:],
     }
     model = load_model(snakemake.input.model).to(resolve_device(p.device))
-    features = featurize_trajectory(model, trajectory, FeaturizerSpec.from_config(p.featurizer), p.steps)
+    spec = FeaturizerSpec.from_config(p.featurizer)
+    features = featurize_trajectory(model, trajectory, spec, p.steps, noise_seed=p.featurizer["noise_seed"])
     write_arrays(
         snakemake.output[0],
         {"features": features, "position": np.arange(start, start + len(features))},

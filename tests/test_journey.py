@@ -13,11 +13,13 @@ from diffattr.config import validate
 from diffattr.errors import InputError
 from diffattr.gradients import (
     FeaturizerSpec,
+    denoised_estimate,
+    featurize,
     featurize_trajectory,
     make_projector,
     trajectory_steps,
 )
-from diffattr.outputs import OUTPUT_FUNCTIONS
+from diffattr.outputs import evenly_spaced_timesteps
 from diffattr.sampling import ddim_sample, ddim_trajectory, initial_noise
 from diffattr.store import read_arrays
 from tests.workflow_helpers import (
@@ -56,38 +58,83 @@ def test_trajectory_steps_are_evenly_spaced_with_both_ends():
     assert trajectory_steps(5, 0).tolist() == trajectory_steps(5, 9).tolist() == [0, 1, 2, 3, 4]
 
 
-def plain_loop_features(model, trajectory, spec, steps, projector):
-    """One backward per visited (x_t, t), target noise implied by x_t and the final x_0, averaged."""
+# The output functions by hand: the MSE against the fixed noise, and one that ignores it.
+HAND_OUTPUTS = {
+    "loss": lambda pred, eps: (pred - eps).pow(2).mean(),
+    "squared_norm": lambda pred, eps: pred.pow(2).mean(),
+}
+
+
+def plain_loop_feature(model, trajectory, i, output, steps, noise_seed, projector):
+    """Sample i's feature by hand: at each kept step, the DDIM step's own x0 estimate from the stored
+    x_t and eps_hat, noised again with the seeded noise of t; one backward per step, then averaged."""
     params = model.trainable_parameters()
-    abar_all = model.scheduler.alphas_cumprod
-    fn = OUTPUT_FUNCTIONS[spec.output]
-    rows = []
-    for i in range(len(trajectory["latents"])):
-        keep = trajectory_steps(len(trajectory["timesteps"]), steps)
-        total = [torch.zeros_like(p) for p in params]
-        for s in keep:
-            t = torch.tensor([int(trajectory["timesteps"][s])])
-            x_t = torch.from_numpy(trajectory["latents"][i, s])[None]
-            x0 = torch.from_numpy(trajectory["final"][i])[None]
-            abar = abar_all[t]
-            noise = (x_t - abar.sqrt() * x0) / (1 - abar).sqrt()
-            value = fn(model.unet(x_t, t).sample, noise, t, abar_all)[0]
-            grads = torch.autograd.grad(value, params)
-            total = [a + g / len(keep) for a, g in zip(total, grads, strict=True)]
-        rows.append(torch.cat([g.reshape(-1) for g in total]))
-    return projector.project(torch.stack(rows)).numpy()
+    ddim = DDIMScheduler.from_config(model.scheduler.config)
+    ddim.set_timesteps(len(trajectory["timesteps"]))
+    keep = trajectory_steps(len(trajectory["timesteps"]), steps)
+    total = [torch.zeros_like(p) for p in params]
+    for s in keep:
+        t = int(trajectory["timesteps"][s])
+        x_t = torch.from_numpy(trajectory["latents"][i, s])[None]
+        eps_hat = torch.from_numpy(trajectory["predicted_noise"][i, s])[None]
+        x0_hat = ddim.step(eps_hat, t, x_t, eta=0.0).pred_original_sample
+        eps = torch.randn(x_t.shape[1:], generator=torch.Generator().manual_seed(noise_seed * 1000 + t))[None]
+        abar = model.scheduler.alphas_cumprod[t]
+        x_noised = abar.sqrt() * x0_hat + (1 - abar).sqrt() * eps
+        value = HAND_OUTPUTS[output](model.unet(x_noised, torch.tensor([t])).sample, eps)
+        grads = torch.autograd.grad(value, params)
+        total = [a + g / len(keep) for a, g in zip(total, grads, strict=True)]
+    return projector.project(torch.cat([g.reshape(-1) for g in total])[None]).numpy()[0]
 
 
 @pytest.mark.parametrize(("output", "steps"), [("loss", 3), ("squared_norm", 0)])
 def test_trajectory_features_equal_plain_loop(tiny_model, output, steps):
+    """Journey-TRAK's features against an independent per-sample loop, with a non-zero noise seed."""
     _, trajectory = ddim_trajectory(tiny_model, SEEDS, 5, 0.0, batch_size=3)
     spec = FeaturizerSpec(output, timesteps=10, dim=32, projection="gaussian", seed=0)
     tiny_model.unet.eval()
     projector = make_projector(tiny_model, spec)
-    fast = featurize_trajectory(tiny_model, trajectory, spec, steps, projector)
-    slow = plain_loop_features(tiny_model, trajectory, spec, steps, projector)
-    np.testing.assert_allclose(fast, slow, rtol=1e-4, atol=1e-5)
+    fast = featurize_trajectory(tiny_model, trajectory, spec, steps, projector, noise_seed=2)
+    for i in range(len(SEEDS)):
+        slow = plain_loop_feature(tiny_model, trajectory, i, output, steps, 2, projector)
+        np.testing.assert_allclose(fast[i], slow, rtol=1e-4, atol=1e-5)
     assert np.abs(fast).max() > 0
+
+
+def test_denoised_estimate_is_x0_when_the_predicted_noise_is_the_true_noise(tiny_model):
+    """x_t = sqrt(abar_t) x0 + sqrt(1 - abar_t) eps by hand in float64: eps_hat = eps gives back x0, and
+    the scheduler's clip_sample (on in the tiny model) clips an x0 outside [-1, 1] as the DDIM step does."""
+    timesteps = torch.tensor([999, 500, 0])
+    abar = tiny_model.scheduler.alphas_cumprod.double()[timesteps].view(1, 3, 1, 1, 1)
+    generator = torch.Generator().manual_seed(0)
+    x0 = torch.rand(2, 3, 1, 8, 8, generator=generator, dtype=torch.float64) * 2 - 1
+    eps = torch.randn(2, 3, 1, 8, 8, generator=generator, dtype=torch.float64)
+    x_t = abar.sqrt() * x0 + (1 - abar).sqrt() * eps
+    torch.testing.assert_close(denoised_estimate(tiny_model, x_t, eps, timesteps), x0, rtol=0, atol=1e-12)
+    x_t = abar.sqrt() * 3 * x0 + (1 - abar).sqrt() * eps
+    clipped = (3 * x0).clamp(-1, 1)
+    torch.testing.assert_close(
+        denoised_estimate(tiny_model, x_t, eps, timesteps), clipped, rtol=0, atol=1e-12
+    )
+
+
+def test_exact_run_gives_the_train_feature_of_its_sample(tiny_model, tiny_images):
+    """A run whose predicted noise is exact at the featurizer's timesteps: each x0_hat is the sample, so
+    its Journey-TRAK feature is the sample's train feature (same fixed noises, same projection)."""
+    spec = FeaturizerSpec("loss", timesteps=4, dim=32, projection="gaussian", seed=0)
+    timesteps = torch.from_numpy(evenly_spaced_timesteps(4, 1000)).flip(0)
+    abar = tiny_model.scheduler.alphas_cumprod[timesteps].view(1, 4, 1, 1, 1)
+    eps = torch.randn(len(tiny_images), 4, 1, 8, 8, generator=torch.Generator().manual_seed(5))
+    trajectory = {
+        "latents": (abar.sqrt() * tiny_images[:, None] + (1 - abar).sqrt() * eps).numpy(),
+        "predicted_noise": eps.numpy(),
+        "timesteps": timesteps.numpy(),
+    }
+    tiny_model.unet.eval()
+    projector = make_projector(tiny_model, spec)
+    journey = featurize_trajectory(tiny_model, trajectory, spec, 0, projector, noise_seed=1)
+    train = featurize(tiny_model, tiny_images, spec, batch_size=6, noise_seed=1, projector=projector)
+    np.testing.assert_allclose(journey, train, rtol=1e-4, atol=1e-5)
 
 
 def test_config_checks_name_the_key():

@@ -308,14 +308,16 @@ def trajectory_steps(num_steps: int, count: int) -> np.ndarray:
     return np.unique(np.linspace(0, num_steps - 1, count).round().astype(np.int64))
 
 
-def implied_noise(
-    model: DiffusionModel, latents: torch.Tensor, timesteps: torch.Tensor, final: torch.Tensor
+def denoised_estimate(
+    model: DiffusionModel, latents: torch.Tensor, predicted_noise: torch.Tensor, timesteps: torch.Tensor
 ) -> torch.Tensor:
-    """eps_t = (x_t - sqrt(abar_t) x_0) / sqrt(1 - abar_t): the noise that puts the final sample x_0 at
-    each visited x_t; latents (N, S, *latent), timesteps (S,), final (N, *latent)."""
+    """x0_hat = (x_t - sqrt(1 - abar_t) eps_hat) / sqrt(abar_t), clipped as the DDIM step clips it when the
+    scheduler clips samples; latents and predicted_noise (N, S, *latent), timesteps (S,)."""
     abar = model.scheduler.alphas_cumprod.to(latents.device)[timesteps.to(latents.device)]
     abar = abar.view(1, -1, *[1] * (latents.dim() - 2)).to(latents.dtype)
-    return (latents - abar.sqrt() * final[:, None]) / (1 - abar).sqrt()
+    x0 = (latents - (1 - abar).sqrt() * predicted_noise) / abar.sqrt()
+    config = model.scheduler.config
+    return x0.clamp(-config.clip_sample_range, config.clip_sample_range) if config.clip_sample else x0
 
 
 def featurize_trajectory(
@@ -324,30 +326,40 @@ def featurize_trajectory(
     spec: FeaturizerSpec,
     steps: int = 0,
     projector: RandomProjector | SparseProjector | None = None,
+    noise_seed: int = 0,
 ) -> np.ndarray:
-    """Journey-TRAK target features (N, k) float32: the per-sample gradient of the featurizer's output
-    at the (x_t, t) pairs the DDIM run visited (`steps` of them evenly spaced, 0 = all), averaged over
-    those steps, then projected like the train features of the same featurizer.
+    """Journey-TRAK target features (N, k) float32: the output of MadryLab/journey-TRAK's
+    `DiffusionModelOutput._get_output_scoring` (Georgiev et al. 2023) at the kept steps of each DDIM run.
 
-    The output's target noise at a visited x_t is the noise implied by x_t and the run's final x_0
-    (`implied_noise`), i.e. the trajectory point is read as a forward-noised version of the generated
-    sample, the reading under which the training loss is defined. The DDIM run's own predicted noise
-    is not used: with it the loss and its gradient at the run's model are exactly zero. Only the
-    output `loss` (and `elbo`) use the target noise; the others depend on eps_theta alone.
+    At each kept step t (`steps` evenly spaced, 0 = all), the run's denoised estimate x0_hat
+    (`denoised_estimate` of the stored x_t and predicted noise; a constant) is noised again with the fixed
+    noise eps_t of `noise_seed` (`fixed_noise`, shared by every sample, as in the train features):
+    x'_t = sqrt(abar_t) x0_hat + sqrt(1 - abar_t) eps_t. The feature is the per-sample gradient w.r.t. the
+    trainable weights of the featurizer's output f(eps_theta(x'_t, t), eps_t, t) (`loss`: the MSE against
+    eps_t), averaged over the kept steps and projected like the train features. The authors score each
+    step on its own with fresh random noise; here the steps share one feature and one fixed noise draw
+    each, so a target's feature is deterministic. `trajectory` holds `ddim_trajectory`'s `latents` and
+    `predicted_noise` (N, S, *latent) and `timesteps` (S,).
     """
     if model.prompts is not None:
         raise InputError("Journey-TRAK: conditional families are not supported (config key 'methods')")
     model.unet.eval()
     keep = trajectory_steps(len(trajectory["timesteps"]), steps)
-    latents = torch.from_numpy(np.ascontiguousarray(trajectory["latents"][:, keep]))
     timesteps = torch.from_numpy(trajectory["timesteps"][keep])
-    noise = implied_noise(model, latents, timesteps, torch.from_numpy(trajectory["final"]))
+    noise = torch.stack([fixed_noise(noise_seed, t, model.latent_shape) for t in timesteps.tolist()])
     gradient = TimestepAveragedGradient(model, replace(spec, timesteps=len(keep)))
     projector = projector or make_projector(model, spec)
-    out = np.zeros((len(latents), spec.dim), dtype=np.float32)
-    for start in range(0, len(latents), gradient.samples):
-        stop = start + gradient.samples
-        rows = gradient.given(latents[start:stop], noise[start:stop], timesteps)
-        out[start : start + len(rows)] = projector.project(rows).numpy()
-        log.info("featurized trajectories %d/%d", start + len(rows), len(latents))
+    count = len(trajectory["latents"])
+    out = np.zeros((count, spec.dim), dtype=np.float32)
+    for start in range(0, count, gradient.samples):
+        rows = slice(start, start + gradient.samples)
+        latents = torch.from_numpy(np.ascontiguousarray(trajectory["latents"][rows, keep]))
+        predicted = torch.from_numpy(np.ascontiguousarray(trajectory["predicted_noise"][rows, keep]))
+        x0_hat = denoised_estimate(model, latents, predicted, timesteps)
+        b = len(x0_hat)
+        eps = noise.to(x0_hat.dtype).repeat(b, *[1] * (noise.dim() - 1))
+        x_t = model.add_noise(x0_hat.flatten(0, 1), eps, timesteps.repeat(b)).view_as(x0_hat)
+        grads = gradient.given(x_t, eps.view_as(x0_hat), timesteps)
+        out[start : start + b] = projector.project(grads).numpy()
+        log.info("featurized trajectories %d/%d", start + b, count)
     return out

@@ -38,8 +38,8 @@ def ddim_trajectory(
     """The images of `ddim_sample` and the trajectory the run visited (Journey-TRAK's targets).
 
     The trajectory holds `latents` (N, S, *latent): the x_t fed to each of the S DDIM steps;
-    `predicted_noise` (N, S, *latent): the model's eps at each step; `final` (N, *latent): the last
-    step's x_0 before decoding; `timesteps` (S,): the t of each step.
+    `predicted_noise` (N, S, *latent): the model's eps at each step (Journey-TRAK's x0_hat comes from
+    both); `final` (N, *latent): the last step's x_0 before decoding; `timesteps` (S,): the t of each step.
     """
     return _ddim_run(model, seeds, num_inference_steps, eta, batch_size, keep_trajectory=True)
 
