@@ -54,7 +54,8 @@ rule trak_scores:
     params:
         attribute=config["attribute"],
         train_seeds=config["lds"]["train_seeds"],
-        members=lambda wc: len(ensemble_seeds(wc.method)),
+        members=lambda wc: len(ensemble_members(wc.method)),
+        ensemble=lambda wc: config["methods"][wc.method].get("ensemble", {"members": 1}),
     script:
         "../scripts/trak_scores.py"
 

@@ -200,24 +200,26 @@ def split_images(split):
     return out("data/train.zarr" if split == "train_at_draws" else f"data/{split}.zarr")
 
 
-def ensemble_seeds(method):
-    """Seeds of the full models whose scores a method averages: the attributed model's, then the next ones."""
-    return [FULL_SEED + i for i in range(config["methods"][method].get("ensemble", 1))]
+def ensemble_members(method):
+    """The folders under grads/{featurizer}/ of the models whose scores a method averages: "" (the
+    attributed full model) alone, the datamodel retrains "subset{m}" (over: subsets, D-TRAK's), or the
+    attributed model then full models of the next seeds "seed{s}" (over: seeds)."""
+    ensemble = config["methods"][method].get("ensemble", {"members": 1})
+    if ensemble["members"] == 1:
+        return [""]
+    if ensemble["over"] == "subsets":
+        return [f"subset{m}" for m in range(ensemble["members"])]
+    return ["", *(f"seed{FULL_SEED + i}" for i in range(1, ensemble["members"]))]
 
 
 def ensemble_shard_paths(method, split):
     """Gradient shards of every ensemble member of a method, member after member."""
     featurizer = config["methods"][method]["featurizer"]
-    paths = []
-    for seed in ensemble_seeds(method):
-        if seed == FULL_SEED:
-            paths += shard_paths(featurizer, split)
-        else:
-            paths += [
-                out(f"grads/{featurizer}/seed{seed}/{split}/{shard}.zarr")
-                for shard in range(num_shards(split))
-            ]
-    return paths
+    return [
+        out(f"grads/{featurizer}/{member}/{split}/{shard}.zarr".replace("//", "/"))
+        for member in ensemble_members(method)
+        for shard in range(num_shards(split))
+    ]
 
 
 def lds_models():

@@ -60,6 +60,20 @@ rule featurize_member:
         "../scripts/featurize.py"
 
 
+# The same featurizer on a model retrained on a random subset (section datamodel): a member of a method's
+# ensemble over subsets (D-TRAK's ensembles).
+use rule featurize_member as featurize_subset_member with:
+    input:
+        unpack(lambda wc: {wc.split: split_images(wc.split)}),
+        model=out(f"models/datamodel/{{m}}/seed{DATAMODEL['train_seeds'][0]}"),
+    output:
+        directory(out("grads/{featurizer}/subset{m}/{split}/{shard}.zarr")),
+    log:
+        log_path("featurize_subset_member", "{featurizer}-subset{m}-{split}-{shard}"),
+    benchmark:
+        bench_path("featurize_subset_member", "{featurizer}-subset{m}-{split}-{shard}")
+
+
 # The same featurizer at the full model's saved training checkpoints (TracIn, ReTrac): checkpoint c is
 # the c-th entry of the model's training.json, whose learning rate weights it.
 rule featurize_checkpoint:

@@ -1,7 +1,8 @@
 """Rule trak_scores: TRAK / D-TRAK scores of one target split, damping chosen on held-out targets.
 
-With `ensemble: S`, the gradient shards of the S full models come in model order (params.members) and
-the scores are the mean of the S models' scores at one damping."""
+With an ensemble, the gradient shards of its models come in model order (params.members) and the scores
+are their mean: over subsets (D-TRAK's), each model at its own damping chosen on the held-out targets;
+over seeds, all at the one damping whose mean is best there."""
 
 import numpy as np
 
@@ -24,28 +25,35 @@ with job(snakemake.log[0]) as log:
             strict=True,
         )
     ]
-    best, by_lambda = select_lambda(
-        lambda lam: ensemble_scores([(s, t[heldout]) for s, t in members], lam),
-        cfg["lambda_grid"],
-        masks,
-        outputs[:, heldout],
-    )
+
+    def chosen(group):
+        """(best damping, held-out LDS by damping) of the mean score of `group`'s members."""
+        return select_lambda(
+            lambda lam: ensemble_scores([(s, t[heldout]) for s, t in group], lam),
+            cfg["lambda_grid"],
+            masks,
+            outputs[:, heldout],
+        )
+
+    ensemble = snakemake.params.ensemble
+    if len(members) > 1 and ensemble["over"] == "subsets":
+        choices = [chosen([member]) for member in members]
+        best = [lam for lam, _ in choices]
+        by_lambda = {f"member{i}": {str(k): v for k, v in c.items()} for i, (_, c) in enumerate(choices)}
+        attrs = {"lambda": None, "member_lambdas": best, "heldout_lds_by_lambda": by_lambda}
+    else:
+        best, by_lambda = chosen(members)
+        attrs = {"lambda": best, "heldout_lds_by_lambda": {str(k): v for k, v in by_lambda.items()}}
     scorer = members[0][0]
     log.info(
-        "%d model(s), form %s, N=%d, k=%d; held-out LDS by lambda %s; chosen %g",
-        len(members),
-        scorer.form,
-        scorer.n,
-        scorer.k,
-        by_lambda,
-        best,
+        "%d model(s), form %s, N=%d, k=%d; held-out LDS by lambda %s; chosen %s",
+        *(len(members), scorer.form, scorer.n, scorer.k, by_lambda, best),
     )
     write_arrays(
         snakemake.output[0],
         {"scores": ensemble_scores(members, best).astype("float32")},
         attrs={
-            "lambda": best,
-            "heldout_lds_by_lambda": {str(k): v for k, v in by_lambda.items()},
+            **attrs,
             "form": scorer.form,
             "ensemble": len(members),
             "n_heldout_targets": int(heldout.sum()),

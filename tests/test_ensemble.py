@@ -23,3 +23,17 @@ def test_ensemble_is_the_mean_of_member_scores(tmp_path):
         expected.append(direct_trak(phi, targets, 0.1))
     np.testing.assert_allclose(ensemble_scores(members, 0.1), np.mean(expected, axis=0), rtol=1e-6, atol=1e-8)
     np.testing.assert_allclose(ensemble_scores(members[:1], 0.1), expected[0], rtol=1e-6, atol=1e-8)
+
+
+def test_members_at_their_own_dampings_average_the_direct_scores(tmp_path):
+    """D-TRAK's ensembles over subsets: each member scored at its own damping, the scores averaged."""
+    rng = np.random.default_rng(1)
+    members, expected = [], []
+    for s, lam in enumerate([0.01, 1.0]):
+        phi = rng.normal(size=(9, 4))
+        targets = rng.normal(size=(3, 4))
+        members.append((TrakScorer(write_shards(tmp_path / f"member{s}", phi, [4, 5])), targets))
+        expected.append(direct_trak(phi, targets, lam))
+    got = ensemble_scores(members, [0.01, 1.0])
+    np.testing.assert_allclose(got, np.mean(expected, axis=0), rtol=1e-6, atol=1e-8)
+    assert not np.allclose(got, ensemble_scores(members, 0.01))  # the dampings matter

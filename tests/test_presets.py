@@ -83,8 +83,8 @@ def toy_scale(config: dict, full_size: bool = False) -> dict:
         for method in config["methods"].values():
             if method.get("steps"):  # Journey-TRAK's DDIM steps: at most the toy generation's
                 method["steps"] = min(method["steps"], 2)
-            if method.get("ensemble", 1) > 1:  # the fewest members that still average
-                method["ensemble"] = 2
+            if method["kind"] == "trak" and method["ensemble"]["members"] > 1:  # the fewest that average
+                method["ensemble"]["members"] = 2
         _distinct_methods(config)
         config["featurize"].update(shard_size=16, batch_size=4, shards_per_job=TOY_PER_JOB)
         datamodel = config["datamodel"]

@@ -35,18 +35,21 @@ from tests.workflow_helpers import (
 def test_cifar2_preset_dry_run_lists_the_paper_jobs():
     jobs = preset_jobs("cifar2-lds")
     assert jobs["train_lds"] == 64 * 3
-    # the attributed model and the 2 other members of D-TRAK-ensemble3, each featurized on 14 shards
+    # the attributed model and the 2 other members of D-TRAK-ensemble3-seeds, each featurized on 14 shards;
+    # D-TRAK-ensemble3's 3 members are datamodel retrains, featurized on 14 shards each
     assert jobs["train_full"] == 3 and jobs["featurize_member"] == 2 * 14
+    assert jobs["featurize_subset_member"] == 3 * 14
     assert jobs["lds_outputs"] == 64 * 3
     # 10 featurizers x (10 train + 2 val + 2 generated shards of 500)
     assert jobs["featurize"] == 10 * 14
-    assert jobs["trak_scores"] == 9 * 2 + 1 and jobs["pixel_scores"] == 2 and jobs["clip_scores"] == 2
+    assert jobs["trak_scores"] == 10 * 2 + 1 and jobs["pixel_scores"] == 2 and jobs["clip_scores"] == 2
     # 60 generated targets x (TRAK, D-TRAK, random); 64 datamodel retrains for 2 methods x 2 splits
     assert jobs["counterfactual_model"] == 60 * 3 and jobs["counterfactual"] == 1
     assert jobs["train_datamodel"] == jobs["datamodel_outputs"] == 64 and jobs["datamodel_scores"] == 4
-    # TracIn and ReTrac featurizers at each of the 10 checkpoints; DAS residuals of its 2 featurizers
-    assert jobs["featurize_checkpoint"] == 2 * 10 * 14 and jobs["das_residuals"] == 2
-    assert jobs["local_scores"] == 8 * 2 and jobs["tracin_scores"] == 2 * 2
+    # TracIn's and ReTrac's featurizers at each of the 10 checkpoints: the train split at its training draws
+    # and at the fixed timesteps (the -averaged kinds), and the targets; DAS residuals of its 2 featurizers
+    assert jobs["featurize_checkpoint"] == 2 * 10 * (10 + 10 + 2 + 2) and jobs["das_residuals"] == 2
+    assert jobs["local_scores"] == 8 * 2 and jobs["tracin_scores"] == 4 * 2
     assert jobs["dominating_norm"] == 1
     assert jobs["featurize_journey"] == 2 and jobs["generate"] == 1  # 1000 targets, shard 500
     # EK-FAC: factors fitted once on the trak featurizer, scores per target split

@@ -117,7 +117,13 @@ def pixel_similarity(targets: np.ndarray, train: np.ndarray) -> np.ndarray:
     return unit(targets) @ unit(train).T
 
 
-def ensemble_scores(members: Sequence[tuple[TrakScorer, np.ndarray]], lambda_rel: float) -> np.ndarray:
-    """Mean of the members' TRAK scores (T, N): each member is a scorer on one independently trained
-    model's train features with that model's target features (D-TRAK's ensembles over S models)."""
-    return np.mean([scorer.scores(targets, lambda_rel) for scorer, targets in members], axis=0)
+def ensemble_scores(
+    members: Sequence[tuple[TrakScorer, np.ndarray]], lambda_rel: float | Sequence[float]
+) -> np.ndarray:
+    """Mean of the members' TRAK scores (T, N): each member is a scorer on one model's train features with
+    that model's target features, at one damping for all or (a sequence) each member's own."""
+    dampings = [lambda_rel] * len(members) if np.isscalar(lambda_rel) else list(lambda_rel)
+    return np.mean(
+        [scorer.scores(targets, lam) for (scorer, targets), lam in zip(members, dampings, strict=True)],
+        axis=0,
+    )

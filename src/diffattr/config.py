@@ -173,12 +173,20 @@ def _check_references(config: dict) -> None:
         if data and data["source"] in ("cifar10", "cifar100") and len(data["classes"]) < 2:
             raise InputError(f"config key '{prefix}data.classes': give at least two classes")
     _check_counterfactual(config)
-    kinds = {m["kind"] for m in config["methods"].values()}
-    if kinds & {"datamodel", "empirical_influence"} and config["datamodel"]["seed"] == config["lds"]["seed"]:
-        raise InputError("config key 'datamodel.seed': must differ from lds.seed (never the LDS subsets)")
+    retrains_subsets = {m["kind"] for m in config["methods"].values()} & {"datamodel", "empirical_influence"}
     for name, method in config["methods"].items():
-        if method.get("ensemble", 1) > 1 and method["kind"] != "trak":
+        ensemble = method.get("ensemble", {"members": 1})
+        if ensemble["members"] > 1 and method["kind"] != "trak":
             raise InputError(f"config key 'methods.{name}.ensemble': only kind trak averages over models")
+        if ensemble["members"] > 1 and ensemble["over"] == "subsets":
+            retrains_subsets = True
+            if ensemble["members"] > config["datamodel"]["num_subsets"]:
+                raise InputError(
+                    f"config key 'methods.{name}.ensemble.members': {ensemble['members']} subset models "
+                    f"need datamodel.num_subsets >= {ensemble['members']} (their subsets)"
+                )
+    if retrains_subsets and config["datamodel"]["seed"] == config["lds"]["seed"]:
+        raise InputError("config key 'datamodel.seed': must differ from lds.seed (never the LDS subsets)")
     if not config["lds"]["enabled"] and not config["shapley"]["enabled"]:
         raise InputError("config keys 'lds.enabled' and 'shapley.enabled': both false, nothing to run")
 
