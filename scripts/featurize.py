@@ -26,7 +26,7 @@ with job(snakemake.log[0], snakemake.threads) as log:
         if loaded is None or loaded[0] != shard["checkpoint"]:  # TracIn / ReTrac: one checkpoint at a time
             model_dir = snakemake.input.model
             if shard["checkpoint"] is not None:
-                model_dir = saved_checkpoint(model_dir, shard["checkpoint"])[0]
+                model_dir = saved_checkpoint(model_dir, shard["checkpoint"])
             loaded = (shard["checkpoint"], load_model(model_dir).to(device))
         model = loaded[1]
         projector = projector or make_projector(model, spec)

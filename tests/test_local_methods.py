@@ -10,7 +10,7 @@ import torch
 import yaml
 
 from diffattr.attribution import TrakScorer
-from diffattr.checkpoints import saved_checkpoint
+from diffattr.checkpoints import CHECKPOINT_WEIGHTS, checkpoint_weight, saved_checkpoint
 from diffattr.config import validate
 from diffattr.das import das_scores, residual_weights
 from diffattr.dominating import dominating_norm
@@ -143,14 +143,50 @@ def test_training_errors_by_a_plain_loop(tiny_model, tiny_images):
             assert got[i, k] == pytest.approx(float(((pred - noise) ** 2).mean()), rel=1e-5)
 
 
-def test_saved_checkpoint_reads_path_and_lr(tmp_path):
+def test_saved_checkpoint_reads_path_and_weights(tmp_path):
     record = {
-        "checkpoints": [{"step": 5, "lr": 0.01, "path": "step5"}, {"step": 10, "lr": 0.002, "path": "step10"}]
+        "checkpoints": [
+            {"step": 5, "lr": 0.01, "lr_sum": 0.05, "path": "step5"},
+            {"step": 10, "lr": 0.002, "path": "step10"},
+        ]
     }
     (tmp_path / "training.json").write_text(json.dumps(record))
-    assert saved_checkpoint(tmp_path, 1) == (tmp_path / "checkpoints" / "step10", 0.002)
-    with pytest.raises(Exception, match="lists 2 checkpoints"):
+    assert saved_checkpoint(tmp_path, 1) == tmp_path / "checkpoints" / "step10"
+    weights = {w: checkpoint_weight(tmp_path, 0, w) for w in CHECKPOINT_WEIGHTS}
+    assert weights == {"lr_sum": 0.05, "lr": 0.01, "equal": 1.0}
+    assert checkpoint_weight(tmp_path, 1, "lr") == 0.002
+    with pytest.raises(InputError, match="checkpoint 1 has no 'lr_sum'"):
+        checkpoint_weight(tmp_path, 1, "lr_sum")
+    with pytest.raises(InputError, match="lists 2 checkpoints"):
         saved_checkpoint(tmp_path, 2)
+
+
+def test_tracin_under_each_checkpoint_weighting_by_a_double_loop(tmp_path):
+    rng = np.random.default_rng(3)
+    lrs, lr_sums = [0.004, 0.002, 0.0001], [0.04, 0.03, 0.011]
+    record = {
+        "checkpoints": [
+            {"step": 10 * (c + 1), "lr": lr, "lr_sum": s, "path": f"step{10 * (c + 1)}"}
+            for c, (lr, s) in enumerate(zip(lrs, lr_sums, strict=True))
+        ]
+    }
+    (tmp_path / "training.json").write_text(json.dumps(record))
+    train = [rng.normal(size=(5, 4)) for _ in lrs]
+    targets = [rng.normal(size=(2, 4)) for _ in lrs]
+    by_hand = {"lr_sum": lr_sums, "lr": lrs, "equal": [1.0, 1.0, 1.0]}
+    for weighting in CHECKPOINT_WEIGHTS:
+        for renormalize in (False, True):
+            got = tracin(
+                [(checkpoint_weight(tmp_path, c, weighting), train[c], targets[c]) for c in range(3)],
+                renormalize,
+            )
+            expected = np.zeros((2, 5))
+            for c in range(3):
+                for j in range(2):
+                    for i in range(5):
+                        g = train[c][i] / (np.linalg.norm(train[c][i]) if renormalize else 1.0)
+                        expected[j, i] += by_hand[weighting][c] * float(targets[c][j] @ g)
+            np.testing.assert_allclose(got, expected, rtol=1e-12, err_msg=f"{weighting} {renormalize}")
 
 
 @pytest.mark.parametrize(
@@ -162,6 +198,14 @@ def test_saved_checkpoint_reads_path_and_lr(tmp_path):
             "train.checkpoints",
         ),
         ({"methods": {"R": {"kind": "relative_if", "featurizer": "nope"}}}, "methods.R.featurizer"),
+        (
+            {"methods": {"D": {"kind": "das", "featurizer": "das", "checkpoint_weights": "lr"}}},
+            "methods.D.checkpoint_weights",
+        ),
+        (
+            {"methods": {"T": {"kind": "tracin", "featurizer": "tracin", "checkpoint_weights": "sum"}}},
+            "methods.T.checkpoint_weights",
+        ),
     ],
 )
 def test_local_methods_config_errors_name_the_key(extra, message):

@@ -168,6 +168,12 @@ def _check_references(config: dict) -> None:
     for name, method in config["methods"].items():
         if method.get("ensemble", 1) > 1 and method["kind"] != "trak":
             raise InputError(f"config key 'methods.{name}.ensemble': only kind trak averages over models")
+        weighted = method["kind"] in ("tracin", "retrac")
+        if method.get("checkpoint_weights", "lr_sum") != "lr_sum" and not weighted:
+            raise InputError(
+                f"config key 'methods.{name}.checkpoint_weights': only kinds tracin and retrac "
+                "weight checkpoints"
+            )
     if not config["lds"]["enabled"] and not config["shapley"]["enabled"]:
         raise InputError("config keys 'lds.enabled' and 'shapley.enabled': both false, nothing to run")
 
