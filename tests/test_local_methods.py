@@ -16,7 +16,13 @@ from diffattr.das import das_scores, residual_weights
 from diffattr.dominating import dominating_norm
 from diffattr.errors import InputError
 from diffattr.gradients import FeaturizerSpec, TimestepAveragedGradient
-from diffattr.influence import gradient_similarity, relative_influence, renormalized_influence, tracin
+from diffattr.influence import (
+    damped_score_function,
+    gradient_similarity,
+    relative_influence,
+    renormalized_influence,
+    tracin,
+)
 from diffattr.outputs import OUTPUT_FUNCTIONS, evenly_spaced_timesteps, fixed_noise, per_timestep_losses
 from diffattr.report import dominating_norm_figure
 from diffattr.store import write_arrays
@@ -53,18 +59,35 @@ def test_das_weights_and_leverage_by_a_plain_loop(case):
     scorer, phi, targets = case
     errors = np.random.default_rng(1).uniform(0.1, 2.0, size=(len(phi), 5))
     inv = _direct(phi, 0.1)
-    for squared in (False, True):
-        weights = residual_weights(errors, squared)
-        for leverage in (False, True):
-            got = das_scores(scorer, targets, 0.1, weights, leverage)
+    weights = residual_weights(errors)
+    for leverage in (False, True):
+        for squared in (False, True):
+            got = das_scores(scorer, targets, 0.1, weights, leverage, squared)
             for i in range(len(phi)):
                 roots = [np.sqrt(e) for e in errors[i]]
                 w = (sum(roots) / len(roots)) / np.sqrt(sum(r * r for r in roots))
-                w = w**2 if squared else w
                 h = phi[i] @ inv @ phi[i]
                 for j in range(len(targets)):
                     expected = targets[j] @ inv @ phi[i] * w / ((1 - h) ** 2 if leverage else 1)
+                    expected = expected**2 if squared else expected
                     assert got[j, i] == pytest.approx(expected, rel=1e-6, abs=1e-9)
+
+
+def test_das_squared_squares_the_whole_weighted_score(tmp_path):
+    phi = np.array([[1.0, 0.0, 2.0], [0.0, 1.0, -1.0], [1.0, 1.0, 0.0], [2.0, -1.0, 1.0]])
+    targets = np.array([[1.0, -2.0, 0.5], [0.0, 1.0, 1.0]])
+    errors = np.array([[0.25, 1.0], [1.0, 1.0], [0.01, 0.04], [4.0, 0.0]])
+    scorer = TrakScorer(_shards(tmp_path, phi, [2, 2]), "primal")
+    method = {"kind": "das", "squared": True, "leverage": False}
+    got = damped_score_function(method, scorer, errors)(targets, 0.1)
+    # D-TRAK score t_j^T (Phi^T Phi + lam I)^-1 phi_i, lam = 0.1 * mean ||phi_i||^2 = 0.1 * 15 / 4
+    tau = targets @ np.linalg.solve(phi.T @ phi + 0.375 * np.eye(3), phi.T)
+    # w_i = mean of sqrt(e_i) / ||sqrt(e_i)||: roots (0.5, 1), (1, 1), (0.1, 0.2), (2, 0)
+    w = np.array([0.75 / np.sqrt(1.25), 1 / np.sqrt(2), 0.15 / np.sqrt(0.05), 0.5])
+    assert (tau < 0).any()  # the square discards the sign
+    np.testing.assert_allclose(got, (tau * w) ** 2, rtol=1e-6)
+    unsquared = damped_score_function({**method, "squared": False}, scorer, errors)(targets, 0.1)
+    np.testing.assert_allclose(unsquared, tau * w, rtol=1e-6)
 
 
 def test_relative_and_renormalized_influence_by_the_formula(case):

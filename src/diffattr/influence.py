@@ -64,8 +64,10 @@ def damped_score_function(
     if kind == "das":
         if errors is None:
             raise ValueError("kind das needs the training errors")
-        weights = residual_weights(errors, method["squared"])
-        return lambda targets, lam: das_scores(scorer, targets, lam, weights, method["leverage"])
+        weights = residual_weights(errors)
+        return lambda targets, lam: das_scores(
+            scorer, targets, lam, weights, method["leverage"], method["squared"]
+        )
     if kind == "relative_if":
         return lambda targets, lam: relative_influence(scorer, targets, lam)
     if kind == "renormalized_if":
