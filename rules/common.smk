@@ -161,7 +161,7 @@ def local_score_inputs(wildcards):
 
 
 def tracin_inputs(wildcards):
-    """The full model (its training.json holds each checkpoint's lr) and the checkpoints' shards."""
+    """The full model (its training.json holds each checkpoint's lr and lr sum) and the checkpoints' shards."""
     featurizer = config["methods"][wildcards.method]["featurizer"]
     return {
         "model": out(f"models/full/seed{FULL_SEED}"),

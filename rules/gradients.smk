@@ -75,7 +75,7 @@ use rule featurize_member as featurize_subset_member with:
 
 
 # The same featurizer at the full model's saved training checkpoints (TracIn, ReTrac): checkpoint c is
-# the c-th entry of the model's training.json, whose learning rate weights it.
+# the c-th entry of the model's training.json, which also holds the lrs that weight it (checkpoint_weights).
 rule featurize_checkpoint:
     input:
         unpack(lambda wc: {wc.split: split_images(wc.split)}),

@@ -27,7 +27,7 @@ with job(snakemake.log[0], snakemake.threads) as log:
     for shard, output in each_model(p.shards, snakemake.output, snakemake.threads):
         model_dir = snakemake.input.model
         if shard["checkpoint"] is not None:
-            model_dir = saved_checkpoint(model_dir, shard["checkpoint"])[0]
+            model_dir = saved_checkpoint(model_dir, shard["checkpoint"])
         if loaded is None or loaded[0] != shard["checkpoint"]:  # TracIn / ReTrac: one checkpoint at a time
             loaded = (shard["checkpoint"], load_model(model_dir).to(device))
         model = loaded[1]

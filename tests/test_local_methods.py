@@ -10,13 +10,19 @@ import torch
 import yaml
 
 from diffattr.attribution import TrakScorer
-from diffattr.checkpoints import saved_checkpoint
+from diffattr.checkpoints import CHECKPOINT_WEIGHTS, checkpoint_weight, saved_checkpoint
 from diffattr.config import validate
 from diffattr.das import das_scores, residual_weights
 from diffattr.dominating import dominating_norm
 from diffattr.errors import InputError
 from diffattr.gradients import FeaturizerSpec, TimestepAveragedGradient, featurize_at_draws, make_projector
-from diffattr.influence import gradient_similarity, relative_influence, renormalized_influence, tracin
+from diffattr.influence import (
+    damped_score_function,
+    gradient_similarity,
+    relative_influence,
+    renormalized_influence,
+    tracin,
+)
 from diffattr.models import PixelDiffusion
 from diffattr.outputs import OUTPUT_FUNCTIONS, evenly_spaced_timesteps, fixed_noise, per_timestep_losses
 from diffattr.report import dominating_norm_figure
@@ -57,18 +63,35 @@ def test_das_weights_and_leverage_by_a_plain_loop(case):
     scorer, phi, targets = case
     errors = np.random.default_rng(1).uniform(0.1, 2.0, size=(len(phi), 5))
     inv = _direct(phi, 0.1)
-    for squared in (False, True):
-        weights = residual_weights(errors, squared)
-        for leverage in (False, True):
-            got = das_scores(scorer, targets, 0.1, weights, leverage)
+    weights = residual_weights(errors)
+    for leverage in (False, True):
+        for squared in (False, True):
+            got = das_scores(scorer, targets, 0.1, weights, leverage, squared)
             for i in range(len(phi)):
                 roots = [np.sqrt(e) for e in errors[i]]
                 w = (sum(roots) / len(roots)) / np.sqrt(sum(r * r for r in roots))
-                w = w**2 if squared else w
                 h = phi[i] @ inv @ phi[i]
                 for j in range(len(targets)):
                     expected = targets[j] @ inv @ phi[i] * w / ((1 - h) ** 2 if leverage else 1)
+                    expected = expected**2 if squared else expected
                     assert got[j, i] == pytest.approx(expected, rel=1e-6, abs=1e-9)
+
+
+def test_das_squared_squares_the_whole_weighted_score(tmp_path):
+    phi = np.array([[1.0, 0.0, 2.0], [0.0, 1.0, -1.0], [1.0, 1.0, 0.0], [2.0, -1.0, 1.0]])
+    targets = np.array([[1.0, -2.0, 0.5], [0.0, 1.0, 1.0]])
+    errors = np.array([[0.25, 1.0], [1.0, 1.0], [0.01, 0.04], [4.0, 0.0]])
+    scorer = TrakScorer(_shards(tmp_path, phi, [2, 2]), "primal")
+    method = {"kind": "das", "squared": True, "leverage": False}
+    got = damped_score_function(method, scorer, errors)(targets, 0.1)
+    # D-TRAK score t_j^T (Phi^T Phi + lam I)^-1 phi_i, lam = 0.1 * mean ||phi_i||^2 = 0.1 * 15 / 4
+    tau = targets @ np.linalg.solve(phi.T @ phi + 0.375 * np.eye(3), phi.T)
+    # w_i = mean of sqrt(e_i) / ||sqrt(e_i)||: roots (0.5, 1), (1, 1), (0.1, 0.2), (2, 0)
+    w = np.array([0.75 / np.sqrt(1.25), 1 / np.sqrt(2), 0.15 / np.sqrt(0.05), 0.5])
+    assert (tau < 0).any()  # the square discards the sign
+    np.testing.assert_allclose(got, (tau * w) ** 2, rtol=1e-6)
+    unsquared = damped_score_function({**method, "squared": False}, scorer, errors)(targets, 0.1)
+    np.testing.assert_allclose(unsquared, tau * w, rtol=1e-6)
 
 
 def test_relative_and_renormalized_influence_by_the_formula(case):
@@ -147,14 +170,50 @@ def test_training_errors_by_a_plain_loop(tiny_model, tiny_images):
             assert got[i, k] == pytest.approx(float(((pred - noise) ** 2).mean()), rel=1e-5)
 
 
-def test_saved_checkpoint_reads_path_and_lr(tmp_path):
+def test_saved_checkpoint_reads_path_and_weights(tmp_path):
     record = {
-        "checkpoints": [{"step": 5, "lr": 0.01, "path": "step5"}, {"step": 10, "lr": 0.002, "path": "step10"}]
+        "checkpoints": [
+            {"step": 5, "lr": 0.01, "lr_sum": 0.05, "path": "step5"},
+            {"step": 10, "lr": 0.002, "path": "step10"},
+        ]
     }
     (tmp_path / "training.json").write_text(json.dumps(record))
-    assert saved_checkpoint(tmp_path, 1) == (tmp_path / "checkpoints" / "step10", 0.002)
-    with pytest.raises(Exception, match="lists 2 checkpoints"):
+    assert saved_checkpoint(tmp_path, 1) == tmp_path / "checkpoints" / "step10"
+    weights = {w: checkpoint_weight(tmp_path, 0, w) for w in CHECKPOINT_WEIGHTS}
+    assert weights == {"lr_sum": 0.05, "lr": 0.01, "equal": 1.0}
+    assert checkpoint_weight(tmp_path, 1, "lr") == 0.002
+    with pytest.raises(InputError, match="checkpoint 1 has no 'lr_sum'"):
+        checkpoint_weight(tmp_path, 1, "lr_sum")
+    with pytest.raises(InputError, match="lists 2 checkpoints"):
         saved_checkpoint(tmp_path, 2)
+
+
+def test_tracin_under_each_checkpoint_weighting_by_a_double_loop(tmp_path):
+    rng = np.random.default_rng(3)
+    lrs, lr_sums = [0.004, 0.002, 0.0001], [0.04, 0.03, 0.011]
+    record = {
+        "checkpoints": [
+            {"step": 10 * (c + 1), "lr": lr, "lr_sum": s, "path": f"step{10 * (c + 1)}"}
+            for c, (lr, s) in enumerate(zip(lrs, lr_sums, strict=True))
+        ]
+    }
+    (tmp_path / "training.json").write_text(json.dumps(record))
+    train = [rng.normal(size=(5, 4)) for _ in lrs]
+    targets = [rng.normal(size=(2, 4)) for _ in lrs]
+    by_hand = {"lr_sum": lr_sums, "lr": lrs, "equal": [1.0, 1.0, 1.0]}
+    for weighting in CHECKPOINT_WEIGHTS:
+        for renormalize in (False, True):
+            got = tracin(
+                [(checkpoint_weight(tmp_path, c, weighting), train[c], targets[c]) for c in range(3)],
+                renormalize,
+            )
+            expected = np.zeros((2, 5))
+            for c in range(3):
+                for j in range(2):
+                    for i in range(5):
+                        g = train[c][i] / (np.linalg.norm(train[c][i]) if renormalize else 1.0)
+                        expected[j, i] += by_hand[weighting][c] * float(targets[c][j] @ g)
+            np.testing.assert_allclose(got, expected, rtol=1e-12, err_msg=f"{weighting} {renormalize}")
 
 
 @pytest.mark.parametrize(
@@ -166,6 +225,14 @@ def test_saved_checkpoint_reads_path_and_lr(tmp_path):
             "train.checkpoints",
         ),
         ({"methods": {"R": {"kind": "relative_if", "featurizer": "nope"}}}, "methods.R.featurizer"),
+        (
+            {"methods": {"D": {"kind": "das", "featurizer": "das", "checkpoint_weights": "lr"}}},
+            "methods.D.checkpoint_weights",
+        ),
+        (
+            {"methods": {"T": {"kind": "tracin", "featurizer": "tracin", "checkpoint_weights": "sum"}}},
+            "methods.T.checkpoint_weights",
+        ),
     ],
 )
 def test_local_methods_config_errors_name_the_key(extra, message):

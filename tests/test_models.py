@@ -3,6 +3,7 @@
 import json
 
 import numpy as np
+import pytest
 import torch
 
 from diffattr.models import PixelDiffusion, resolve_device
@@ -49,6 +50,31 @@ def test_training_lowers_the_loss_saves_checkpoints_and_reloads(tiny_model, tiny
         rtol=1e-6,
     )
     assert json.loads((tmp_path / "checkpoints/step75/unet/config.json").read_text())["sample_size"] == 8
+
+
+R2 = np.sqrt(2) / 4  # cos(pi / 4) / 2
+
+
+@pytest.mark.parametrize(
+    ("schedule", "steps", "checkpoints", "lrs", "lr_sums"),
+    [
+        # constant 1e-3 over steps 1-6, checkpoints at steps 2, 4, 6: each stands for 2 steps
+        (("constant", 0.0), 6, 3, [1e-3] * 3, [2e-3] * 3),
+        # linear warm-up over 3 steps: 0, 1/3, 2/3 of 1e-3 (checkpoint at step 3), then 1e-3 x 3 (step 6)
+        (("constant", 0.5), 6, 2, [2e-3 / 3, 1e-3], [1e-3, 3e-3]),
+        # cosine over 4 steps: (1 + cos(pi k / 4)) / 2 of 1e-3 for k = 0..3: 1, 1/2 + R2, 1/2, 1/2 - R2
+        (("cosine", 0.0), 4, 2, [1e-3 * (0.5 + R2), 1e-3 * (0.5 - R2)], [1e-3 * (1.5 + R2), 1e-3 * (1 - R2)]),
+    ],
+    ids=["constant", "warmup", "cosine"],
+)
+def test_checkpoints_record_the_lr_of_their_step_and_the_lr_sum_since_the_last(
+    tiny_model, tiny_images, tmp_path, schedule, steps, checkpoints, lrs, lr_sums
+):
+    config = {**TRAIN, "lr_schedule": schedule[0], "warmup_fraction": schedule[1]}
+    config.update(steps=steps, checkpoints=checkpoints, lr=1e-3)
+    record = train(tiny_model, tiny_images, config, 0, torch.device("cpu"), checkpoint_dir=tmp_path)
+    np.testing.assert_allclose([c["lr"] for c in record.checkpoints], lrs, rtol=1e-12)
+    np.testing.assert_allclose([c["lr_sum"] for c in record.checkpoints], lr_sums, rtol=1e-12)
 
 
 def test_same_seed_same_model(tiny_images):

@@ -185,6 +185,12 @@ def _check_references(config: dict) -> None:
                     f"config key 'methods.{name}.ensemble.members': {ensemble['members']} subset models "
                     f"need datamodel.num_subsets >= {ensemble['members']} (their subsets)"
                 )
+        weighted = method["kind"] in CHECKPOINT_KINDS
+        if method.get("checkpoint_weights", "lr_sum") != "lr_sum" and not weighted:
+            raise InputError(
+                f"config key 'methods.{name}.checkpoint_weights': only the tracin / retrac kinds "
+                "weight checkpoints"
+            )
     if retrains_subsets and config["datamodel"]["seed"] == config["lds"]["seed"]:
         raise InputError("config key 'datamodel.seed': must differ from lds.seed (never the LDS subsets)")
     if not config["lds"]["enabled"] and not config["shapley"]["enabled"]:

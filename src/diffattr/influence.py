@@ -40,15 +40,16 @@ def gradient_similarity(targets: np.ndarray, train: np.ndarray, cosine: bool = F
 def tracin(
     checkpoints: Iterable[tuple[float, np.ndarray, np.ndarray]], renormalize: bool = False
 ) -> np.ndarray:
-    """sum_c lr_c <g_target^c, g_i^c> over (lr_c, train features (N, k), target features (T, k)).
+    """sum_c eta_c <g_target^c, g_i^c> over (eta_c, train features (N, k), target features (T, k)).
 
-    With `renormalize` (ReTrac) each training gradient is divided by its norm, which with features
-    from a timestep-normalised featurizer makes a timestep-wise cosine TracIn.
+    eta_c is checkpoint c's weight (checkpoints.checkpoint_weight). With `renormalize` (ReTrac) each
+    training gradient is divided by its norm, which with features from a timestep-normalised
+    featurizer makes a timestep-wise cosine TracIn.
     """
     total = None
-    for lr, train, targets in checkpoints:
+    for weight, train, targets in checkpoints:
         train = np.asarray(train, np.float64)
-        term = lr * (np.asarray(targets, np.float64) @ (_unit_rows(train) if renormalize else train).T)
+        term = weight * (np.asarray(targets, np.float64) @ (_unit_rows(train) if renormalize else train).T)
         total = term if total is None else total + term
     if total is None:
         raise ValueError("TracIn needs at least one checkpoint")
@@ -63,8 +64,10 @@ def damped_score_function(
     if kind == "das":
         if errors is None:
             raise ValueError("kind das needs the training errors")
-        weights = residual_weights(errors, method["squared"])
-        return lambda targets, lam: das_scores(scorer, targets, lam, weights, method["leverage"])
+        weights = residual_weights(errors)
+        return lambda targets, lam: das_scores(
+            scorer, targets, lam, weights, method["leverage"], method["squared"]
+        )
     if kind == "relative_if":
         return lambda targets, lam: relative_influence(scorer, targets, lam)
     if kind == "renormalized_if":

@@ -25,7 +25,11 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class TrainingRecord:
-    """What a training run did: enough to audit it and to weight TracIn checkpoints by their lr."""
+    """What a training run did: enough to audit it and to weight TracIn checkpoints.
+
+    Each checkpoint records the lr of its step and `lr_sum`, the lrs summed over the steps since the
+    previous checkpoint (the interval it stands for in TracIn's sum).
+    """
 
     steps: int
     seed: int
@@ -101,6 +105,7 @@ def train(
     log_every = max(1, steps // 10)
     order = torch.randperm(len(data), generator=generator)
     cursor, start = 0, time.perf_counter()
+    lr_sum = 0.0
     for step in range(1, steps + 1):
         if cursor + batch_size > len(data):
             order, cursor = torch.randperm(len(data), generator=generator), 0
@@ -122,6 +127,7 @@ def train(
         if train_config["grad_clip"]:
             torch.nn.utils.clip_grad_norm_(params, train_config["grad_clip"], foreach=True)
         lr_used = optimizer.param_groups[0]["lr"]
+        lr_sum += lr_used
         optimizer.step()
         lr_schedule.step()
         if ema is not None:
@@ -139,7 +145,8 @@ def train(
         if step in keep and checkpoint_dir is not None:
             _save_checkpoint(model, params, ema, checkpoint_dir / f"step{step}")
             draws.save(checkpoint_dir / f"step{step}")
-            record.checkpoints.append({"step": step, "lr": lr_used, "path": f"step{step}"})
+            record.checkpoints.append({"step": step, "lr": lr_used, "lr_sum": lr_sum, "path": f"step{step}"})
+            lr_sum = 0.0
     model.unet = accelerator.unwrap_model(unet)
     if ema is not None:
         ema.copy_to(params)
