@@ -154,7 +154,7 @@ def assert_same_features(workdir, expected):
 @pytest.mark.slow
 def test_featurize_batch_reruns_exactly_and_equals_shards_computed_alone(tiny_run, tmp_path):
     workdir = copy_workspace(tiny_run, tmp_path / "copy")
-    # 3 of the tiny run's 4 tracin shards at its checkpoint, made in one batch job (shards_per_job 6)
+    # 3 of the tiny run's 6 tracin shards at its checkpoint, made in one batch job (shards_per_job 8)
     shards = [f"results/tiny/grads/tracin/ckpt0/{split}/0.zarr" for split in ("train", "val", "gen")]
     batched = {p: read_arrays(workdir / p, ["features", "position"]) for p in shards}
     # a shard lost from a batch: its batch job remakes the batch, with the same features
