@@ -24,7 +24,14 @@ import numpy as np
 import torch
 import yaml
 
-from diffattr.ekfac import EkfacPreconditioner, fit_diffusion_ekfac, full_gradients, kfac_layers
+from diffattr.ekfac import (
+    TRAIN_STREAM,
+    Draws,
+    EkfacPreconditioner,
+    fit_diffusion_ekfac,
+    full_gradients,
+    kfac_layers,
+)
 from diffattr.families import build_model
 from diffattr.families.base import DiffusionModel
 from diffattr.gradients import FeaturizerSpec, featurize, featurize_trajectory, make_projector
@@ -208,16 +215,18 @@ def bench_diffattr(
 
 
 def bench_ekfac(model: DiffusionModel, images: torch.Tensor) -> dict:
-    """EK-FAC's per-sample path (rule ekfac_scores): unprojected K-timestep loss gradients, rotated into
-    each layer's Kronecker eigenbasis (the rotation in `projection_s`). The factors, fitted beforehand
-    on the same images, are not timed: rule ekfac_factors fits them once per model."""
+    """EK-FAC's per-sample path (rule ekfac_scores): unprojected loss gradients over K random (t, noise)
+    draws per image, rotated into each layer's Kronecker eigenbasis (the rotation in `projection_s`). The
+    factors, fitted beforehand on the same images, are not timed: rule ekfac_factors fits them once per
+    model."""
     spec = FeaturizerSpec("loss", K, DIM, "sjlt", 0)
     params = model.trainable_parameters()
-    factors = fit_diffusion_ekfac(model, images, spec, noise_seed=0)
+    factors = fit_diffusion_ekfac(model, images, spec, noise_seed=0, draws=K)
     preconditioner = EkfacPreconditioner(factors, kfac_layers(model.unet, params), params)
-    preconditioner.rotate(next(full_gradients(model, images[:1], spec, 0)))  # warm-up
+    draws = Draws.of(model, spec, 0, K)
+    preconditioner.rotate(next(full_gradients(model, images[:1], spec, draws, TRAIN_STREAM)))  # warm-up
     rotate_s, start = 0.0, time.perf_counter()
-    for grads in full_gradients(model, images, spec, 0):
+    for grads in full_gradients(model, images, spec, draws, TRAIN_STREAM):
         tick = time.perf_counter()
         preconditioner.rotate(grads)
         rotate_s += time.perf_counter() - tick

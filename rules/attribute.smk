@@ -156,19 +156,20 @@ rule tracin_scores:
 
 
 # EK-FAC influence (Mlodozeniec et al.): the Kronecker factors of the full model's GGN, fitted once
-# per featurizer over the training images x its timesteps.
+# per featurizer and factor draws over the training images x their (t, noise) draws.
 rule ekfac_factors:
     input:
         model=out(f"models/full/seed{FULL_SEED}"),
         images=out("data/train.zarr"),
     output:
-        out("ekfac/{featurizer}/factors.npz"),
+        out("ekfac/{featurizer}/factors-{draws}.npz"),
     log:
-        log_path("ekfac_factors", "{featurizer}"),
+        log_path("ekfac_factors", "{featurizer}-{draws}"),
     benchmark:
-        bench_path("ekfac_factors", "{featurizer}")
+        bench_path("ekfac_factors", "{featurizer}-{draws}")
     wildcard_constraints:
-        featurizer=name_regex(ekfac_featurizers()),
+        featurizer=name_regex(sorted({f for f, _ in ekfac_fits()})),
+        draws=name_regex(sorted({d for _, d in ekfac_fits()})),
     conda:
         "../envs/diffattr.yaml"
     threads: config["threads"]
@@ -178,13 +179,14 @@ rule ekfac_factors:
         runtime=config["resources"]["runtime"],
     params:
         featurizer=lambda wc: config["featurizers"][wc.featurizer],
+        draws=lambda wc: wc.draws,
         device=config["device"],
     script:
         "../scripts/ekfac_factors.py"
 
 
-# EK-FAC scores: full gradients of the train and target images preconditioned by the factors,
-# damping chosen on held-out targets.
+# EK-FAC scores: full gradients of the train and target images, each over its own (t, noise) draws,
+# preconditioned by the factors, damping chosen on held-out targets.
 rule ekfac_scores:
     input:
         unpack(ekfac_inputs),
@@ -207,6 +209,7 @@ rule ekfac_scores:
         featurizer=lambda wc: config["featurizers"][
             config["methods"][wc.method]["featurizer"]
         ],
+        method=lambda wc: config["methods"][wc.method],
         attribute=config["attribute"],
         device=config["device"],
     script:

@@ -173,19 +173,23 @@ def tracin_inputs(wildcards):
     }
 
 
-def ekfac_featurizers():
-    """Featurizers of the methods of kind ekfac: each gets its factors fitted once (rule ekfac_factors)."""
-    return sorted(
-        {config["methods"][m]["featurizer"] for m in methods_of_kind("ekfac")}
-    )
+def ekfac_factors_path(method):
+    """A method of kind ekfac's factors: one file per featurizer and factor draws (rule ekfac_factors)."""
+    m = config["methods"][method]
+    return out(f"ekfac/{m['featurizer']}/factors-{m['draws']['factors']}.npz")
+
+
+def ekfac_fits():
+    """(featurizer, factor draws) of the methods of kind ekfac: each pair's factors are fitted once."""
+    methods = [config["methods"][m] for m in methods_of_kind("ekfac")]
+    return sorted({(m["featurizer"], str(m["draws"]["factors"])) for m in methods})
 
 
 def ekfac_inputs(wildcards):
     """The full model, its EK-FAC factors, the train and target images, the LDS data for the damping."""
-    featurizer = config["methods"][wildcards.method]["featurizer"]
     return {
         "model": out(f"models/full/seed{FULL_SEED}"),
-        "factors": out(f"ekfac/{featurizer}/factors.npz"),
+        "factors": ekfac_factors_path(wildcards.method),
         "train": out("data/train.zarr"),
         "targets": split_images(wildcards.target_split),
         "subsets": out("subsets/lds.npz"),

@@ -1,7 +1,7 @@
-"""Rule ekfac_factors: the full model's EK-FAC factors over the training images x a featurizer's timesteps."""
+"""Rule ekfac_factors: the full model's EK-FAC factors over the training images x their (t, noise) draws."""
 
 from diffattr.data import read_imageset
-from diffattr.ekfac import factors_to_arrays, fit_diffusion_ekfac
+from diffattr.ekfac import draw_count, factors_to_arrays, fit_diffusion_ekfac
 from diffattr.families import load_model
 from diffattr.gradients import FeaturizerSpec
 from diffattr.models import resolve_device
@@ -17,8 +17,10 @@ with job(snakemake.log[0], snakemake.threads) as log:
         data.tensor(),
         FeaturizerSpec.from_config(p.featurizer),
         noise_seed=p.featurizer["noise_seed"],
-        seed=p.featurizer["seed"],
+        draws=draw_count(p.draws),
         captions=data.captions,
     )
     write_npz(snakemake.output[0], **factors_to_arrays(factors))
-    log.info("EK-FAC factors of %d layers over %d images", len(factors), len(data.tensor()))
+    log.info(
+        "EK-FAC factors of %d layers over %d images, draws %s", len(factors), len(data.tensor()), p.draws
+    )

@@ -1,7 +1,7 @@
 """Rule ekfac_scores: EK-FAC influence scores of one target split, damping chosen on held-out targets."""
 
 from diffattr.data import read_imageset
-from diffattr.ekfac import ekfac_score_grid, factors_from_arrays
+from diffattr.ekfac import draw_count, ekfac_score_grid, factors_from_arrays
 from diffattr.families import load_model
 from diffattr.gradients import FeaturizerSpec
 from diffattr.metrics import select_lambda, stack_outputs
@@ -25,6 +25,7 @@ with job(snakemake.log[0], snakemake.threads) as log:
         targets.tensor(),
         FeaturizerSpec.from_config(p.featurizer),
         p.featurizer["noise_seed"],
+        draw_count(p.method["draws"]["gradients"]),
         grid,
         train.captions,
         targets.captions,

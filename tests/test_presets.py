@@ -64,11 +64,11 @@ TOY_LORA_RANK = 2  # the fewest rank pairs that a pruning ratio below 1 still pr
 
 def toy_scale(config: dict, full_size: bool = False) -> dict:
     """A validated config with every count shrunk to toy size: data, steps, subsets, seeds, coalitions,
-    timesteps, projection dims, ensemble members, generated images, bootstrap, targets; one featurizer
-    per distinct toy spec and one method per (kind, options). Unless `full_size`, the models keep their
-    topology (block types, attention positions, GroupNorm groups, head dims, dropout, LoRA targets, the
-    autoencoder) at the smallest widths that keep it valid (toy_widths). Pruning ratio, estimator,
-    property and the featurizers' outputs stay the preset's."""
+    timesteps, EK-FAC's draws, projection dims, ensemble members, generated images, bootstrap, targets;
+    one featurizer per distinct toy spec and one method per (kind, options). Unless `full_size`, the models
+    keep their topology (block types, attention positions, GroupNorm groups, head dims, dropout, LoRA
+    targets, the autoencoder) at the smallest widths that keep it valid (toy_widths). Pruning ratio,
+    estimator, property and the featurizers' outputs stay the preset's."""
     config = copy.deepcopy(config)
     config["device"] = "cpu"
     if config["lds"]["enabled"]:
@@ -85,6 +85,8 @@ def toy_scale(config: dict, full_size: bool = False) -> dict:
                 method["steps"] = min(method["steps"], 2)
             if method["kind"] == "trak" and method["ensemble"]["members"] > 1:  # the fewest that average
                 method["ensemble"]["members"] = 2
+            if method["kind"] == "ekfac":  # EK-FAC's random (t, noise) draws per image: 2 still average
+                method["draws"] = {k: v if v == "fixed" else min(v, 2) for k, v in method["draws"].items()}
         _distinct_methods(config)
         config["featurize"].update(shard_size=16, batch_size=4, shards_per_job=TOY_PER_JOB)
         datamodel = config["datamodel"]

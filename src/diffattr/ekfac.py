@@ -1,5 +1,6 @@
 """EK-FAC influence for diffusion (Mlodozeniec et al., ICLR 2025): per-layer Kronecker factors of the
-diffusion loss's GGN, eigenvalue-corrected, and score = g_target^T (G + lambda I)^-1 g_train."""
+diffusion loss's GGN, eigenvalue-corrected, and score = g_target^T (G + lambda I)^-1 g_train, the GGN and
+the gradients each an average over random (t, noise) draws per sample."""
 
 from __future__ import annotations
 
@@ -15,8 +16,60 @@ from diffattr.families.base import DiffusionModel, conditioner
 from diffattr.gradients import FeaturizerSpec, TimestepAveragedGradient
 
 log = logging.getLogger(__name__)
-# Sample-timesteps per forward pass when fitting the factors; target gradient entries held while scoring.
+# Sample-draws per forward pass when fitting the factors; target gradient entries held while scoring.
 FIT_BATCH, MAX_TARGET_ENTRIES = 256, 2**27
+# The streams of per-sample draws, independent of each other: the factors' first pass (A, S and their
+# eigenbases), their second pass (the corrected eigenvalues), the train and the target gradients.
+BASIS_STREAM, EIGENVALUE_STREAM, TRAIN_STREAM, TARGET_STREAM = range(4)
+# The config's draws value for the featurizer's K evenly spaced timesteps and fixed noise.
+FIXED = "fixed"
+
+
+def draw_count(value: int | str) -> int | None:
+    """A config draws value as a count of random draws per sample; None for 'fixed'."""
+    return None if value == FIXED else int(value)
+
+
+def sample_draws(
+    noise_seed: int, stream: int, index: int, count: int, num_train_timesteps: int, shape: Sequence[int]
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Sample `index`'s `count` draws in `stream`: t (count,), noise (count, *shape) and the GGN's sampled
+    targets z (count, *shape), drawn in this order by randint(0, num_train_timesteps), randn, randn from a
+    torch.Generator seeded with np.random.SeedSequence((noise_seed, stream, index)).generate_state(1,
+    np.uint64)[0]: a sample's draws depend on neither its batch nor the other samples."""
+    seed = int(np.random.SeedSequence((noise_seed, stream, index)).generate_state(1, np.uint64)[0])
+    generator = torch.Generator().manual_seed(seed)
+    t = torch.randint(0, num_train_timesteps, (count,), generator=generator)
+    noise = torch.randn((count, *shape), generator=generator)
+    return t, noise, torch.randn((count, *shape), generator=generator)
+
+
+@dataclass(frozen=True)
+class Draws:
+    """Each sample's (t, noise) pairs and z: `count` random draws per sample (sample_draws), or with
+    `fixed` the featurizer's K timesteps and their fixed noise, shared by every sample (z still drawn)."""
+
+    noise_seed: int
+    count: int
+    num_train_timesteps: int
+    shape: tuple[int, ...]
+    fixed: tuple[torch.Tensor, torch.Tensor] | None = None
+
+    @classmethod
+    def of(cls, model: DiffusionModel, spec: FeaturizerSpec, noise_seed: int, count: int | None) -> Draws:
+        """`count` random draws per sample, or the featurizer's K fixed ones when `count` is None."""
+        num_train, shape = model.scheduler.config.num_train_timesteps, tuple(model.latent_shape)
+        if count is not None:
+            return cls(noise_seed, count, num_train, shape)
+        shared = TimestepAveragedGradient(model, spec, noise_seed)
+        return cls(noise_seed, len(shared.timesteps), num_train, shape, (shared.timesteps, shared.noise))
+
+    def __call__(self, stream: int, index: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Sample `index`'s (t, noise, z) in `stream`."""
+        t, noise, z = sample_draws(
+            self.noise_seed, stream, index, self.count, self.num_train_timesteps, self.shape
+        )
+        return (t, noise, z) if self.fixed is None else (*self.fixed, z)
 
 
 def kfac_layers(network: torch.nn.Module, params: Sequence[torch.nn.Parameter]) -> dict[str, torch.nn.Module]:
@@ -78,11 +131,10 @@ class _Recorder:
             h.remove()
 
 
-def _sampled_backward(pred: torch.Tensor, generator: torch.Generator) -> None:
-    """Backpropagate 0.5 ||pred - (pred.detach() + z)||^2, z ~ N(0, I): targets from the model's
+def _sampled_backward(pred: torch.Tensor, z: torch.Tensor) -> None:
+    """Backpropagate 0.5 ||pred - (pred.detach() + z)||^2 with z ~ N(0, I) given: targets from the model's
     predictive, so E[g g^T] is the GGN of the Gaussian noise-prediction loss."""
-    z = torch.randn(pred.shape, generator=generator, dtype=pred.dtype).to(pred.device)
-    (0.5 * (pred - (pred.detach() + z)).pow(2).sum()).backward()
+    (0.5 * (pred - (pred.detach() + z.to(pred.device, pred.dtype))).pow(2).sum()).backward()
 
 
 @dataclass
@@ -98,23 +150,22 @@ class LayerFactors:
 
 def fit_ekfac(
     layers: dict[str, torch.nn.Module],
-    batches: Callable[[], Iterable[Callable[[], torch.Tensor]]],
-    seed: int = 0,
+    batches: Callable[[int], Iterable[Callable[[], tuple[torch.Tensor, torch.Tensor]]]],
 ) -> dict[str, LayerFactors]:
-    """EK-FAC of the GGN over the elements of `batches()` (each a closure returning a prediction (B, ...)).
+    """EK-FAC of the GGN over the elements of `batches(stream)`, each a closure returning a prediction
+    (B, ...) and its sampled targets z (B, ...).
 
-    Pass 1: A = mean over elements of sum over positions a a^T / L, S = mean of sum g g^T / L.
-    Pass 2: the eigenvalues in the eigenbasis of A and S re-estimated as mean (Q_S^T G_i Q_A)^2 of
-    each element's gradient G_i = sum over positions g a^T (George et al. 2018).
-    The sampled targets are drawn from a generator seeded with `seed`, the same in both passes.
+    Pass 1 over batches(BASIS_STREAM): A = mean over elements of sum over positions a a^T / L, S = mean of
+    sum g g^T / L. Pass 2 over batches(EIGENVALUE_STREAM), as many elements: the eigenvalues in the
+    eigenbasis of A and S re-estimated as mean (Q_S^T G_i Q_A)^2 of each element's gradient
+    G_i = sum over positions g a^T (George et al. 2018).
     """
     factors: dict[str, LayerFactors] = {}
     count = 0
     rec = _Recorder(layers)
     try:
-        gen = torch.Generator().manual_seed(seed)
-        for forward in batches():
-            _sampled_backward(forward(), gen)
+        for forward in batches(BASIS_STREAM):
+            _sampled_backward(*forward())
             for name in layers:
                 a, g = rec.a[name], rec.g[name]  # products in the model's dtype, sums in float64
                 positions = a.shape[1]
@@ -134,9 +185,8 @@ def fit_ekfac(
             f.q_a = torch.linalg.eigh(f.a).eigenvectors
             f.q_s = torch.linalg.eigh(f.s).eigenvectors
             f.eigenvalues = torch.zeros(f.q_s.shape[0], f.q_a.shape[0], dtype=torch.float64)
-        gen = torch.Generator().manual_seed(seed)
-        for forward in batches():
-            _sampled_backward(forward(), gen)
+        for forward in batches(EIGENVALUE_STREAM):
+            _sampled_backward(*forward())
             for name, f in factors.items():
                 a, g = rec.a[name], rec.g[name]
                 per_element = torch.einsum("blo,bli->boi", g, a)
@@ -153,32 +203,30 @@ def fit_ekfac(
 def diffusion_batches(
     model: DiffusionModel,
     images: torch.Tensor,
-    spec: FeaturizerSpec,
-    noise_seed: int,
+    draws: Draws,
     captions: Sequence[str] | None = None,
-) -> Callable[[], Iterator[Callable[[], torch.Tensor]]]:
-    """Closures predicting the noise of training images at the featurizer's K timesteps and fixed noise
-    (the timesteps and noise of diffattr.gradients), FIT_BATCH sample-timesteps at a time."""
-    shared = TimestepAveragedGradient(model, spec, noise_seed)
-    timesteps, noise = shared.timesteps.to(model.device), shared.noise.to(model.device)
-    k = len(timesteps)
-    per_batch = max(1, FIT_BATCH // k)
+) -> Callable[[int], Iterator[Callable[[], tuple[torch.Tensor, torch.Tensor]]]]:
+    """For a stream, closures returning the predicted noise of the training images at their draws and
+    the draws' z, FIT_BATCH sample-draws per forward (a sample's draws beyond FIT_BATCH in further ones)."""
+    per_batch = max(1, FIT_BATCH // draws.count)
     cond_of = conditioner(model, captions)
 
-    def forward(idx: torch.Tensor) -> torch.Tensor:
+    def forward(idx: range, stream: int, rows: slice) -> tuple[torch.Tensor, torch.Tensor]:
+        drawn = [draws(stream, i) for i in idx]
+        t, noise, z = (torch.cat([d[j][rows] for d in drawn]).to(model.device) for j in range(3))
+        per_sample = len(t) // len(idx)
         with torch.no_grad():
-            x0 = model.encode(images[idx].to(model.device))
-        b = len(x0)
-        x_t = model.add_noise(
-            x0.repeat_interleave(k, 0), noise.repeat(b, *[1] * (noise.dim() - 1)), timesteps.repeat(b)
-        )
-        cond = cond_of(idx.repeat_interleave(k))
-        return model.predict_noise(x_t, timesteps.repeat(b), cond)
+            x0 = model.encode(images[idx.start : idx.stop].to(model.device))
+        x_t = model.add_noise(x0.repeat_interleave(per_sample, 0), noise, t)
+        cond = cond_of(torch.arange(idx.start, idx.stop).repeat_interleave(per_sample))
+        return model.predict_noise(x_t, t, cond), z
 
-    def batches() -> Iterator[Callable[[], torch.Tensor]]:
+    def batches(stream: int) -> Iterator[Callable[[], tuple[torch.Tensor, torch.Tensor]]]:
         for start in range(0, len(images), per_batch):
-            idx = torch.arange(start, min(start + per_batch, len(images)))
-            yield lambda idx=idx: forward(idx)
+            idx = range(start, min(start + per_batch, len(images)))
+            for first in range(0, draws.count, FIT_BATCH):
+                rows = slice(first, first + FIT_BATCH)
+                yield lambda idx=idx, rows=rows: forward(idx, stream, rows)
 
     return batches
 
@@ -188,15 +236,17 @@ def fit_diffusion_ekfac(
     images: torch.Tensor,
     spec: FeaturizerSpec,
     noise_seed: int,
-    seed: int = 0,
+    draws: int | None,
     captions: Sequence[str] | None = None,
 ) -> dict[str, LayerFactors]:
-    """EK-FAC of a diffusion model's GGN over its training images x the featurizer's timesteps."""
+    """EK-FAC of a diffusion model's GGN over its training images x `draws` random (t, noise) draws per
+    image and pass (None: the featurizer's K timesteps and fixed noise)."""
     model.unet.eval()
     layers = kfac_layers(model.unet, model.trainable_parameters())
     if not layers:
         raise InputError("EK-FAC: the model has no trainable Linear or Conv2d layer")
-    factors = fit_ekfac(layers, diffusion_batches(model, images, spec, noise_seed, captions), seed)
+    rule = Draws.of(model, spec, noise_seed, draws)
+    factors = fit_ekfac(layers, diffusion_batches(model, images, rule, captions))
     for p in model.trainable_parameters():
         p.grad = None
     return factors
@@ -287,20 +337,35 @@ def full_gradients(
     model: DiffusionModel,
     images: torch.Tensor,
     spec: FeaturizerSpec,
-    noise_seed: int,
+    draws: Draws,
+    stream: int,
+    offset: int = 0,
     captions: Sequence[str] | None = None,
 ) -> Iterator[torch.Tensor]:
-    """Unprojected timestep-averaged gradients (B, P) of the featurizer's output, a batch at a time."""
+    """Unprojected gradients (B, P) of the featurizer's output averaged over each image's draws in
+    `stream` (image i is sample offset + i), a batch at a time."""
     model.unet.eval()
-    gradient = TimestepAveragedGradient(model, spec, noise_seed)
+    gradient = TimestepAveragedGradient(model, replace(spec, timesteps=draws.count), draws.noise_seed)
     step = gradient.samples
     for start in range(0, len(images), step):
         stop = min(start + step, len(images))
+        drawn = [draws(stream, offset + i) for i in range(start, stop)]
         if step > 1:
-            yield gradient.batch(images[start:stop]).detach()
+            t, noise = torch.stack([d[0] for d in drawn]), torch.stack([d[1] for d in drawn])
+            with torch.no_grad():
+                x0 = model.encode(images[start:stop].to(model.device))
+            x_t = model.add_noise(
+                x0.repeat_interleave(draws.count, 0),
+                noise.flatten(0, 1).to(x0.device),
+                t.flatten().to(x0.device),
+            )
+            yield gradient.given(x_t.view(noise.shape), noise, t).detach()
         else:
             yield torch.stack(
-                [gradient(images[i], None if captions is None else captions[i]) for i in range(start, stop)]
+                [
+                    gradient.drawn(images[i], t, noise, None if captions is None else captions[i])
+                    for i, (t, noise, _) in zip(range(start, stop), drawn, strict=True)
+                ]
             )
 
 
@@ -327,23 +392,28 @@ def ekfac_score_grid(
     targets: torch.Tensor,
     spec: FeaturizerSpec,
     noise_seed: int,
+    draws: int | None,
     lambda_grid: Sequence[float],
     train_captions: Sequence[str] | None = None,
     target_captions: Sequence[str] | None = None,
 ) -> dict[float, np.ndarray]:
     """EK-FAC scores (T, N) for every damping: targets' gradients of the featurizer's output, train
-    images' gradients of the loss, both averaged over its K timesteps and fixed noise."""
+    images' gradients of the loss, each averaged over `draws` random (t, noise) draws of its own (None:
+    the featurizer's K timesteps and fixed noise)."""
     params = model.trainable_parameters()
     preconditioner = EkfacPreconditioner(factors, kfac_layers(model.unet, params), params)
     loss_spec = replace(spec, output="loss")
+    rule = Draws.of(model, spec, noise_seed, draws)
     # Targets a chunk at a time, so that their gradients hold at most MAX_TARGET_ENTRIES; the train
     # gradients are recomputed for each chunk (once on the demo) and rotated in blocks of the same size.
     step = max(1, MAX_TARGET_ENTRIES // max(1, sum(p.numel() for p in params)))
     parts = []
     for start in range(0, len(targets), step):
         captions = None if target_captions is None else target_captions[start : start + step]
-        rows = full_gradients(model, targets[start : start + step], spec, noise_seed, captions)
+        rows = full_gradients(
+            model, targets[start : start + step], spec, rule, TARGET_STREAM, start, captions
+        )
         chunk = torch.cat(list(rows))
-        train_grads = row_blocks(full_gradients(model, train, loss_spec, noise_seed, train_captions), step)
-        parts.append(ekfac_scores(preconditioner, chunk, train_grads, lambda_grid))
+        train_grads = full_gradients(model, train, loss_spec, rule, TRAIN_STREAM, captions=train_captions)
+        parts.append(ekfac_scores(preconditioner, chunk, row_blocks(train_grads, step), lambda_grid))
     return {lam: np.concatenate([part[lam] for part in parts]) for lam in lambda_grid}

@@ -113,22 +113,25 @@ class TimestepAveragedGradient:
 
     def given(self, x_t: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
         """The flat gradients (B, P) of grad_theta (1/K) sum_k f(eps_theta(x_t[b, k], t_k), noise[b, k], t_k)
-        at given points: x_t and noise (B, K, *latent), timesteps (K,), shared by the B unconditional
-        samples (`batch` builds them by noising x0; Journey-TRAK passes a sampling trajectory)."""
+        at given points: x_t and noise (B, K, *latent), timesteps (K,) shared by the B unconditional
+        samples or (B, K) per sample (`batch` builds them by noising x0; Journey-TRAK passes a sampling
+        trajectory; EK-FAC each sample's random draws)."""
         device = self.model.device
         denoiser, names, weights = self._functional_weights()
         b, k_total = x_t.shape[:2]
+        per_sample_timesteps = timesteps.dim() == 2
 
         def value(w: dict, x_t: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
             pred = torch.func.functional_call(denoiser, w, (x_t, t, None))
             return self.fn(pred, noise, t, self.alphas_cumprod).sum() / k_total
 
-        per_sample = torch.func.vmap(torch.func.grad(value), in_dims=(None, 0, 0, None))
+        t_dim = 0 if per_sample_timesteps else None
+        per_sample = torch.func.vmap(torch.func.grad(value), in_dims=(None, 0, 0, t_dim))
         chunk = max(1, self.timestep_batch // b)
         total = None
         with _vmappable_attention(self.model.unet):
             for start in range(0, k_total, chunk):
-                t = timesteps[start : start + chunk].to(device)
+                t = timesteps[..., start : start + chunk].to(device)
                 grads = per_sample(
                     weights,
                     x_t[:, start : start + chunk].to(device),
@@ -141,19 +144,28 @@ class TimestepAveragedGradient:
 
     def __call__(self, image: torch.Tensor, caption: str | None = None) -> torch.Tensor:
         """The flat gradient (P,) for one image (C, H, W) in [-1, 1] (with its caption, if conditional)."""
+        if self.spec.normalize_timesteps:
+            x0 = self.model.encode(image[None].to(self.model.device))
+            cond = self.model.condition([caption or ""]) if self.model.prompts is not None else None
+            return self._unit_timestep_average(x0, cond)
+        return self.drawn(image, self.timesteps, self.noise, caption)
+
+    def drawn(
+        self, image: torch.Tensor, timesteps: torch.Tensor, noise: torch.Tensor, caption: str | None = None
+    ) -> torch.Tensor:
+        """The flat gradient (P,) of grad_theta (1/K) sum_k f(eps_theta(x_t_k, t_k), noise_k, t_k) for one
+        image at given draws: timesteps (K,), noise (K, *latent) (the featurizer's, or EK-FAC's)."""
         device = self.model.device
         x0 = self.model.encode(image[None].to(device))
         cond = self.model.condition([caption or ""]) if self.model.prompts is not None else None
-        if self.spec.normalize_timesteps:
-            return self._unit_timestep_average(x0, cond)
         for p in self.params:
             p.grad = None
-        k_total = len(self.timesteps)
+        k_total = len(timesteps)
         for start in range(0, k_total, self.timestep_batch):
-            t = self.timesteps[start : start + self.timestep_batch].to(device)
-            noise = self.noise[start : start + self.timestep_batch].to(device)
-            x_t = self.model.add_noise(x0.expand_as(noise), noise, t)
-            value = self.fn(self.model.predict_noise(x_t, t, cond), noise, t, self.alphas_cumprod)
+            t = timesteps[start : start + self.timestep_batch].to(device)
+            noise_k = noise[start : start + self.timestep_batch].to(device)
+            x_t = self.model.add_noise(x0.expand_as(noise_k), noise_k, t)
+            value = self.fn(self.model.predict_noise(x_t, t, cond), noise_k, t, self.alphas_cumprod)
             (value.sum() / k_total).backward()
         return torch.cat([p.grad.reshape(-1) for p in self.params])
 
