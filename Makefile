@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 SHELL := /bin/bash
 .SHELLFLAGS := -o pipefail -c
 
-.PHONY: demo test test-presets reproduce lint bench install system-deps clean
+.PHONY: demo test test-presets reproduce docs lint bench install system-deps clean
 
 install: $(STAMP)
 
@@ -56,13 +56,17 @@ system-deps:
 	{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium fonts-dejavu-core; } \
 		|| echo "warning: could not install chromium with apt-get: the report's browser test will be skipped"
 
+# README's and docs/'s measured tables and docs/configuration.md, rendered from the files they come from.
+docs: $(STAMP)
+	$(BIN)/python docs/render.py
+
 bench: $(STAMP)
 	$(BIN)/pip install --quiet -e ".[dev,bench]"
 	$(BIN)/python benchmarks/featurize.py
 
 lint: $(STAMP)
-	$(BIN)/ruff check src scripts tests benchmarks
-	$(BIN)/ruff format --check src scripts tests benchmarks
+	$(BIN)/ruff check src scripts tests benchmarks docs
+	$(BIN)/ruff format --check src scripts tests benchmarks docs
 	$(BIN)/snakefmt --check workflow/Snakefile rules
 	$(BIN)/snakemake --lint
 

@@ -2,14 +2,15 @@
 
     python benchmarks/test_durations.py test-durations.txt
 
-copies the file to benchmarks/results/test-durations.txt and rewrites README's table of the slowest
-tests (between the `test-durations` markers) from it, with the suite's total and the tests over the
+copies the file to benchmarks/results/test-durations.txt and renders docs/testing.md's table of the
+slowest tests from it (docs/render.py, `make docs`), with the suite's total and the tests over the
 4-minute budget of one test."""
 
 from __future__ import annotations
 
 import re
 import shutil
+import subprocess
 import sys
 from pathlib import Path
 
@@ -17,7 +18,6 @@ ROOT = Path(__file__).resolve().parents[1]
 SAVED = ROOT / "benchmarks" / "results" / "test-durations.txt"
 BUDGET_S = 240
 SHOWN = 12
-BEGIN, END = "<!-- test-durations: begin -->", "<!-- test-durations: end -->"
 
 
 def read_durations(text: str) -> dict[str, float]:
@@ -52,15 +52,9 @@ def table(text: str) -> str:
 
 
 def main(path: str) -> None:
-    text = Path(path).read_text()
     if Path(path).resolve() != SAVED:
         shutil.copyfile(path, SAVED)
-    readme = (ROOT / "README.md").read_text()
-    if BEGIN not in readme or END not in readme:
-        sys.exit(f"README.md has no {BEGIN} ... {END} markers")
-    head, rest = readme.split(BEGIN, 1)
-    _, tail = rest.split(END, 1)
-    (ROOT / "README.md").write_text(f"{head}{BEGIN}\n{table(text)}\n{END}{tail}")
+    subprocess.run([sys.executable, str(ROOT / "docs" / "render.py")], check=True)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,194 @@
+"""Renders the measured and generated parts of README.md and docs/ from the committed files they come from:
+
+    python docs/render.py          # rewrite them (make docs)
+    python docs/render.py --check  # exit 1, naming each part that differs from its file (tests/test_docs.py)
+
+Each part sits between `<!-- NAME: begin -->` and `<!-- NAME: end -->` markers, or is a whole page
+(docs/configuration.md, from the config schema).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pandas as pd
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from benchmarks.test_durations import SAVED as DURATIONS  # noqa: E402
+from benchmarks.test_durations import table as durations_table  # noqa: E402
+
+EXPECTED_LDS = ROOT / "tests" / "expected" / "demo" / "lds.csv"
+DEMO_METRICS = ROOT / "benchmarks" / "results" / "demo"
+SCHEMA = ROOT / "workflow" / "schemas" / "config.schema.yaml"
+
+
+def lds_cell(row: pd.Series | None) -> str:
+    """`0.602 [0.580, 0.621] [0.561, 0.637]`: the LDS, its interval over subsets, then over targets."""
+    if row is None:
+        return "-"
+    intervals = [
+        f"[{row[f'{over}_ci_low']:.3f}, {row[f'{over}_ci_high']:.3f}]"
+        for over in ("subsets", "targets")
+        if f"{over}_ci_low" in row
+    ]
+    return " ".join([f"{row['lds']:.3f}", *intervals])
+
+
+def demo_lds() -> str:
+    """The demo's LDS table in config.yaml's method order, from tests/expected/demo/lds.csv."""
+    expected = pd.read_csv(EXPECTED_LDS)
+    order = list(yaml.safe_load((ROOT / "config.yaml").read_text())["methods"])
+    methods = sorted(set(expected["method"]), key=lambda m: (order.index(m) if m in order else len(order), m))
+    header = "LDS [CI over subsets] [CI over targets]"
+    rows = [f"| method | val {header} | gen {header} | damping chosen (val / gen) |", "|---|---|---|---|"]
+    for method in methods:
+        by_split = {r["split"]: r for _, r in expected[expected["method"] == method].iterrows()}
+        dampings = [by_split[s]["lambda"] if s in by_split else None for s in ("val", "gen")]
+        damping = (
+            " / ".join("-" if lam is None or pd.isna(lam) else f"{lam:g}" for lam in dampings)
+            if any(lam is not None and not pd.isna(lam) for lam in dampings)
+            else "-"
+        )
+        cells = [lds_cell(by_split.get(split)) for split in ("val", "gen")]
+        rows.append(f"| {method} | {cells[0]} | {cells[1]} | {damping} |")
+    return "\n".join(rows)
+
+
+def demo_contributors() -> str:
+    """The contributor branch's headline numbers, from the committed copy of the demo's shapley metrics."""
+    planted = pd.read_csv(DEMO_METRICS / "planted.csv")
+    agreement = pd.read_csv(DEMO_METRICS / "agreement.csv")
+    shapley_lds = pd.read_csv(DEMO_METRICS / "shapley_lds.csv")
+    rows = ["| measure | value |", "|---|---|"]
+    for _, r in planted.iterrows():
+        rows.append(
+            f"| planted check, {r['estimator']} by {r['how']}: precision at 2 of the bottom "
+            f"| {r['precision_at_k']:.2f} |"
+        )
+    for _, r in agreement.iterrows():
+        rows.append(
+            f"| agreement of {r['a']} with {r['b']} ({r['estimator']}), {r['measure']} "
+            f"| {r['value']:.2f} [{r['ci_low']:.2f}, {r['ci_high']:.2f}] |"
+        )
+    for _, r in shapley_lds.iterrows():
+        rows.append(
+            f"| Shapley LDS of {r['method']} on held-out coalitions | {r['lds']:.2f} [{r['ci_low']:.2f}, "
+            f"{r['ci_high']:.2f}] |"
+        )
+    return "\n".join(rows)
+
+
+def test_durations() -> str:
+    return durations_table(DURATIONS.read_text())
+
+
+def configuration() -> str:
+    """docs/configuration.md: every key of the config schema with its type, default and meaning."""
+    schema = yaml.safe_load(SCHEMA.read_text())
+    lines = [
+        "# Configuration",
+        "",
+        "Every key of `config.yaml` and of the presets in `experiments/`, generated from",
+        "`workflow/schemas/config.schema.yaml` by `make docs` (a test fails when this page and the schema",
+        "disagree). A wrong key, type or value stops a run before any job with one line naming the key.",
+        "",
+    ]
+    for key, spec in schema["properties"].items():
+        lines += [f"## `{key}`", ""]
+        is_section = spec.get("type") == "object"
+        if is_section and spec.get("description"):
+            lines += [_cell(spec["description"]), ""]
+        rows = list(_keys(spec, key)) if is_section else [(key, spec)]
+        lines += ["| key | type | default | meaning |", "|---|---|---|---|"]
+        lines += [
+            f"| `{path}` | {_type(s)} | {_default(s)} | {_cell(s.get('description', ''))} |"
+            for path, s in rows
+            if s.get("type") != "object" or not s.get("properties")
+        ]
+        lines.append("")
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def _keys(spec: dict, prefix: str):
+    for name, sub in (spec.get("properties") or {}).items():
+        path = f"{prefix}.{name}"
+        if sub.get("type") == "object" and sub.get("properties"):
+            yield from _keys(sub, path)
+        else:
+            yield path, sub
+    extra = spec.get("additionalProperties")
+    if isinstance(extra, dict):
+        if extra.get("type") == "object" and extra.get("properties"):
+            yield from _keys(extra, f"{prefix}.NAME")
+        else:
+            yield f"{prefix}.NAME", extra
+
+
+def _type(spec: dict) -> str:
+    if "enum" in spec:
+        return " \\| ".join(f"`{v}`" for v in spec["enum"])
+    kind = spec.get("type", "any")
+    kind = " or ".join(kind) if isinstance(kind, list) else kind
+    if kind == "array" and isinstance(spec.get("items"), dict):
+        return f"array of {_type(spec['items'])}"
+    return kind
+
+
+def _default(spec: dict) -> str:
+    return f"`{json.dumps(spec['default'])}`" if "default" in spec else "-"
+
+
+def _cell(text: str) -> str:
+    return " ".join(str(text).split()).replace("|", "\\|")
+
+
+# (file, marker or None for the whole file, renderer)
+PARTS: list[tuple[Path, str | None, Callable[[], str]]] = [
+    (ROOT / "README.md", "demo-lds", demo_lds),
+    (ROOT / "README.md", "demo-contributors", demo_contributors),
+    (ROOT / "docs" / "results.md", "demo-lds", demo_lds),
+    (ROOT / "docs" / "testing.md", "test-durations", test_durations),
+    (ROOT / "docs" / "configuration.md", None, configuration),
+]
+
+
+def rendered(path: Path, marker: str | None, render: Callable[[], str]) -> str:
+    """The file's text with the part rendered anew."""
+    if marker is None:
+        return render()
+    text = path.read_text()
+    begin, end = f"<!-- {marker}: begin -->", f"<!-- {marker}: end -->"
+    if begin not in text or end not in text:
+        raise SystemExit(f"{path.relative_to(ROOT)} has no {begin} ... {end} markers")
+    head, rest = text.split(begin, 1)
+    return f"{head}{begin}\n{render()}\n{end}{rest.split(end, 1)[1]}"
+
+
+def stale_parts() -> list[str]:
+    """The parts whose file differs from what their source renders."""
+    stale = []
+    for path, marker, render in PARTS:
+        current = path.read_text() if path.exists() else ""
+        if rendered(path, marker, render) != current:
+            stale.append(f"{path.relative_to(ROOT)} ({marker or 'whole page'})")
+    return stale
+
+
+def main(check: bool) -> None:
+    if check:
+        stale = stale_parts()
+        if stale:
+            sys.exit("out of date with their files (run `make docs`): " + ", ".join(stale))
+        return
+    for path, marker, render in PARTS:
+        path.write_text(rendered(path, marker, render))
+
+
+if __name__ == "__main__":
+    main("--check" in sys.argv[1:])
