@@ -92,30 +92,82 @@ def featurizers_of(kinds):
     return [name for name in config["featurizers"] if name in used]
 
 
-def featurize_batches(at_checkpoints):
-    """(featurizer, [(checkpoint, split, shard), ...]) of the batch jobs (featurize_batch*, or with
-    `at_checkpoints` featurize_checkpoint_batch*): each featurizer's shards of the full model (or of
-    its training checkpoints, TracIn / ReTrac) grouped featurize.shards_per_job to a job. A batch never
-    mixes featurizers, so changing one featurizer reruns only its own shards."""
-    checkpoints = (
-        list(range(config["train"]["checkpoints"])) if at_checkpoints else [None]
-    )
-    kinds = (
-        CHECKPOINT_KINDS if at_checkpoints else ["trak", "journey_trak", *LOCAL_KINDS]
-    )
+def featurize_batches(stage):
+    """(featurizer, model folder, [(checkpoint, split, shard, output), ...]) of the batch jobs of a stage:
+    featurize (the full model), featurize_checkpoint (its training checkpoints, TracIn / ReTrac) or
+    featurize_member (the other models of the ensembles), each featurizer's shards of one model grouped
+    featurize.shards_per_job to a job. A batch never mixes featurizers or models, so changing one
+    reruns only its own shards."""
+    full = out(f"models/full/seed{FULL_SEED}")
+    if stage == "featurize_member":
+        jobs = [
+            (
+                featurizer,
+                member_model(member),
+                member,
+                [None],
+                ["train", *TARGET_SPLITS],
+            )
+            for featurizer, member in ensemble_featurizations()
+        ]
+    else:
+        at_checkpoints = stage == "featurize_checkpoint"
+        kinds = (
+            CHECKPOINT_KINDS
+            if at_checkpoints
+            else ["trak", "journey_trak", *LOCAL_KINDS]
+        )
+        checkpoints = (
+            list(range(config["train"]["checkpoints"])) if at_checkpoints else [None]
+        )
+        jobs = [
+            (
+                featurizer,
+                full,
+                "",
+                checkpoints,
+                featurized_splits(featurizer, at_checkpoints),
+            )
+            for featurizer in featurizers_of(kinds)
+        ]
     return [
-        (featurizer, batch)
-        for featurizer in featurizers_of(kinds)
+        (featurizer, model, batch)
+        for featurizer, model, member, checkpoints, splits in jobs
         for batch in batches(
             [
-                (c, split, shard)
+                (
+                    c,
+                    split,
+                    shard,
+                    featurize_shard_path(featurizer, c, split, shard, member),
+                )
                 for c in checkpoints
-                for split in featurized_splits(featurizer, at_checkpoints)
+                for split in splits
                 for shard in range(num_shards(split))
             ],
             config["featurize"]["shards_per_job"],
         )
     ]
+
+
+def ensemble_featurizations():
+    """(featurizer, member folder) of every ensemble model other than the attributed one, once each."""
+    pairs = [
+        (config["methods"][method]["featurizer"], member)
+        for method in methods_of_kind("trak")
+        for member in ensemble_members(method)
+        if member
+    ]
+    return list(dict.fromkeys(pairs))
+
+
+def member_model(member):
+    """The model folder of an ensemble member: a full model of another seed, or a datamodel retrain."""
+    if member.startswith("seed"):
+        return out(f"models/full/{member}")
+    return out(
+        f"models/datamodel/{member.removeprefix('subset')}/seed{DATAMODEL['train_seeds'][0]}"
+    )
 
 
 def featurized_splits(featurizer, at_checkpoints):
@@ -140,9 +192,11 @@ def train_split_at_checkpoints(kind):
     return "train_at_draws" if kind in AT_TRAINING_DRAWS else "train"
 
 
-def featurize_shard_path(featurizer, checkpoint, split, shard):
-    ckpt = "" if checkpoint is None else f"ckpt{checkpoint}/"
-    return out(f"grads/{featurizer}/{ckpt}{split}/{shard}.zarr")
+def featurize_shard_path(featurizer, checkpoint, split, shard, member=""):
+    """grads/{featurizer}/[{member}/][ckpt{c}/]{split}/{shard}.zarr"""
+    folders = [member, "" if checkpoint is None else f"ckpt{checkpoint}"]
+    prefix = "".join(f"{f}/" for f in folders if f)
+    return out(f"grads/{featurizer}/{prefix}{split}/{shard}.zarr")
 
 
 def local_score_inputs(wildcards):
@@ -220,7 +274,7 @@ def ensemble_shard_paths(method, split):
     """Gradient shards of every ensemble member of a method, member after member."""
     featurizer = config["methods"][method]["featurizer"]
     return [
-        out(f"grads/{featurizer}/{member}/{split}/{shard}.zarr".replace("//", "/"))
+        featurize_shard_path(featurizer, None, split, shard, member)
         for member in ensemble_members(method)
         for shard in range(num_shards(split))
     ]

@@ -30,17 +30,20 @@ rule featurize:
         "../scripts/featurize.py"
 
 
-# The same featurizer on another independently trained full model: a member of a method's ensemble.
+# The same featurizer on another model of a method's ensemble: a full model of another seed (seed{s}) or a
+# model retrained on a random subset of section datamodel (subset{m}).
 rule featurize_member:
     input:
         unpack(lambda wc: {wc.split: split_images(wc.split)}),
-        model=out("models/full/seed{seed}"),
+        model=lambda wc: member_model(wc.member),
     output:
-        directory(out("grads/{featurizer}/seed{seed}/{split}/{shard}.zarr")),
+        directory(out("grads/{featurizer}/{member}/{split}/{shard}.zarr")),
     log:
-        log_path("featurize_member", "{featurizer}-seed{seed}-{split}-{shard}"),
+        log_path("featurize_member", "{featurizer}-{member}-{split}-{shard}"),
     benchmark:
-        bench_path("featurize_member", "{featurizer}-seed{seed}-{split}-{shard}")
+        bench_path("featurize_member", "{featurizer}-{member}-{split}-{shard}")
+    wildcard_constraints:
+        member=r"seed\d+|subset\d+",
     conda:
         "../envs/diffattr.yaml"
     threads: config["threads"]
@@ -58,20 +61,6 @@ rule featurize_member:
         device=config["device"],
     script:
         "../scripts/featurize.py"
-
-
-# The same featurizer on a model retrained on a random subset (section datamodel): a member of a method's
-# ensemble over subsets (D-TRAK's ensembles).
-use rule featurize_member as featurize_subset_member with:
-    input:
-        unpack(lambda wc: {wc.split: split_images(wc.split)}),
-        model=out(f"models/datamodel/{{m}}/seed{DATAMODEL['train_seeds'][0]}"),
-    output:
-        directory(out("grads/{featurizer}/subset{m}/{split}/{shard}.zarr")),
-    log:
-        log_path("featurize_subset_member", "{featurizer}-subset{m}-{split}-{shard}"),
-    benchmark:
-        bench_path("featurize_subset_member", "{featurizer}-subset{m}-{split}-{shard}")
 
 
 # The same featurizer at the full model's saved training checkpoints (TracIn, ReTrac): checkpoint c is
@@ -107,23 +96,20 @@ rule featurize_checkpoint:
         "../scripts/featurize.py"
 
 
-# With featurize.shards_per_job > 1, one job computes a batch of one featurizer's shards (of the full
-# model, or of its checkpoints) in turn, each into its own output; Snakemake prefers these
-# wildcard-free rules to featurize / featurize_checkpoint for the shards they list.
-for stage, at_checkpoints in (("featurize", False), ("featurize_checkpoint", True)):
-    for b, (featurizer_name, batch) in enumerate(featurize_batches(at_checkpoints)):
+# With featurize.shards_per_job > 1, one job computes a batch of one featurizer's shards of one model (the
+# full model, its checkpoints, or an ensemble member) in turn, each into its own output; Snakemake prefers
+# these wildcard-free rules to featurize / featurize_checkpoint / featurize_member for the shards they list.
+for stage in ("featurize", "featurize_checkpoint", "featurize_member"):
+    for b, (featurizer_name, model, batch) in enumerate(featurize_batches(stage)):
 
         rule:
             name:
                 f"{stage}_batch{b}"
             input:
-                **{split: split_images(split) for _, split, _ in batch},
-                model=out(f"models/full/seed{FULL_SEED}"),
+                **{split: split_images(split) for _, split, _, _ in batch},
+                model=model,
             output:
-                [
-                    directory(featurize_shard_path(featurizer_name, *shard))
-                    for shard in batch
-                ],
+                [directory(path) for _, _, _, path in batch],
             log:
                 log_path(stage, f"batch{b}"),
             benchmark:
@@ -139,7 +125,7 @@ for stage, at_checkpoints in (("featurize", False), ("featurize_checkpoint", Tru
                 featurizer=config["featurizers"][featurizer_name],
                 shards=[
                     {"checkpoint": c, "split": split, "shard": shard}
-                    for c, split, shard in batch
+                    for c, split, shard, _ in batch
                 ],
                 shard_size=config["featurize"]["shard_size"],
                 batch_size=config["featurize"]["batch_size"],

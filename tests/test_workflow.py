@@ -35,10 +35,9 @@ from tests.workflow_helpers import (
 def test_cifar2_preset_dry_run_lists_the_paper_jobs():
     jobs = preset_jobs("cifar2-lds")
     assert jobs["train_lds"] == 64 * 3
-    # the attributed model and the 2 other members of D-TRAK-ensemble3-seeds, each featurized on 14 shards;
-    # D-TRAK-ensemble3's 3 members are datamodel retrains, featurized on 14 shards each
-    assert jobs["train_full"] == 3 and jobs["featurize_member"] == 2 * 14
-    assert jobs["featurize_subset_member"] == 3 * 14
+    # the attributed model and the 2 other full models of D-TRAK-ensemble3-seeds; D-TRAK-ensemble3's 3
+    # datamodel retrains: the 5 models other than the attributed one featurized on 14 shards each
+    assert jobs["train_full"] == 3 and jobs["featurize_member"] == 5 * 14
     assert jobs["lds_outputs"] == 64 * 3
     # 10 featurizers x (10 train + 2 val + 2 generated shards of 500)
     assert jobs["featurize"] == 10 * 14
