@@ -18,7 +18,8 @@ rule datamodel_subsets:
         mem_mb=config["resources"]["cpu_mem_mb"],
         runtime=config["resources"]["runtime"],
     params:
-        datamodel=DATAMODEL,
+        # only what draws the subsets: a scoring option of section datamodel reruns no retrain
+        datamodel={k: DATAMODEL[k] for k in ("num_subsets", "alpha", "seed")},
     script:
         "../scripts/datamodel_subsets.py"
 

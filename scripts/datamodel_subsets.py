@@ -16,8 +16,9 @@ with job(snakemake.log[0]) as log:
     cfg = snakemake.params.datamodel
     labels = read_arrays(snakemake.input.train, ["labels"])["labels"]
     masks, seeds = lds_subsets(labels, cfg["num_subsets"] + SPARE, cfg["alpha"], cfg["seed"])
-    lds = read_npz(snakemake.input.lds)["masks"]
-    fresh = np.flatnonzero(~(masks[:, None, :] == lds[None, :, :]).all(-1).any(1))[: cfg["num_subsets"]]
+    lds = {row.tobytes() for row in np.packbits(read_npz(snakemake.input.lds)["masks"], axis=1)}
+    packed = np.packbits(masks, axis=1)
+    fresh = np.array([m for m in range(len(masks)) if packed[m].tobytes() not in lds])[: cfg["num_subsets"]]
     if len(fresh) < cfg["num_subsets"]:
         raise InputError(
             f"config key 'datamodel.num_subsets': only {len(fresh)} draws of seed {cfg['seed']} differ "

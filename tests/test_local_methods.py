@@ -306,3 +306,19 @@ def test_train_features_at_the_training_draws_equal_a_plain_loop(tiny_model, tin
         g = torch.cat([x.reshape(-1) for x in torch.autograd.grad(((pred - noise) ** 2).mean(), params)])
         np.testing.assert_allclose(got[i], projector.project(g[None]).numpy()[0], rtol=1e-4, atol=2e-5)
     assert not got[n - 1].any()  # not trained on yet: no gradient, no score
+
+
+def test_a_sample_keeps_the_draw_of_its_latest_step_until_it_is_trained_on_again(
+    tiny_model, tiny_images, tmp_path
+):
+    """Batches of 2 from one permutation of 6: each image is trained on in exactly one of the 3 steps, so
+    the draws saved at step 3 hold, for the images of step 1, the very draws saved at step 1."""
+    config = {**TRAIN, "steps": 3, "batch_size": 2, "ema": False, "checkpoints": 3, "random_flip": True}
+    train(tiny_model, tiny_images, config, seed=0, device=torch.device("cpu"), checkpoint_dir=tmp_path)
+    first, last = (TrainingDraws.load(tmp_path / f"step{s}") for s in (1, 3))
+    step1 = torch.nonzero(first.seen).flatten()
+    assert len(step1) == 2
+    assert torch.equal(last.t[step1], first.t[step1]) and torch.equal(last.noise[step1], first.noise[step1])
+    assert torch.equal(last.flip[step1], first.flip[step1])
+    later = torch.nonzero(~first.seen).flatten()  # trained on at steps 2 and 3: new draws
+    assert not torch.equal(last.noise[later], first.noise[later])

@@ -18,6 +18,9 @@ from diffattr.gradients import FeaturizerSpec, TimestepAveragedGradient
 log = logging.getLogger(__name__)
 # Sample-draws per forward pass when fitting the factors; target gradient entries held while scoring.
 FIT_BATCH, MAX_TARGET_ENTRIES = 256, 2**27
+# One image's draws go through the network at most this many at a time (a CIFAR training batch), the
+# gradient accumulated over the chunks: the paper's 250 draws of the 35.7M UNet in one batch may not fit.
+DRAWS_PER_FORWARD = 128
 # The streams of per-sample draws, independent of each other: the factors' first pass (A, S and their
 # eigenbases), their second pass (the corrected eigenvalues), the train and the target gradients.
 BASIS_STREAM, EIGENVALUE_STREAM, TRAIN_STREAM, TARGET_STREAM = range(4)
@@ -345,7 +348,9 @@ def full_gradients(
     """Unprojected gradients (B, P) of the featurizer's output averaged over each image's draws in
     `stream` (image i is sample offset + i), a batch at a time."""
     model.unet.eval()
-    gradient = TimestepAveragedGradient(model, replace(spec, timesteps=draws.count), draws.noise_seed)
+    gradient = TimestepAveragedGradient(
+        model, replace(spec, timesteps=draws.count), draws.noise_seed, timestep_batch=DRAWS_PER_FORWARD
+    )
     step = gradient.samples
     for start in range(0, len(images), step):
         stop = min(start + step, len(images))
