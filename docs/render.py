@@ -42,7 +42,11 @@ def lds_cell(row: pd.Series | None) -> str:
 
 def demo_lds() -> str:
     """The demo's LDS table in config.yaml's method order, from tests/expected/demo/lds.csv."""
-    expected = pd.read_csv(EXPECTED_LDS)
+    return lds_table(pd.read_csv(EXPECTED_LDS))
+
+
+def lds_table(expected: pd.DataFrame) -> str:
+    """A markdown table of an lds.csv: a row per method, a cell per split."""
     order = list(yaml.safe_load((ROOT / "config.yaml").read_text())["methods"])
     methods = sorted(set(expected["method"]), key=lambda m: (order.index(m) if m in order else len(order), m))
     header = "LDS [CI over subsets] [CI over targets]"
@@ -65,23 +69,41 @@ def demo_contributors() -> str:
     planted = pd.read_csv(DEMO_METRICS / "planted.csv")
     agreement = pd.read_csv(DEMO_METRICS / "agreement.csv")
     shapley_lds = pd.read_csv(DEMO_METRICS / "shapley_lds.csv")
-    rows = ["| measure | value |", "|---|---|"]
+    way = {"sparse_ft": "sparsified fine-tuning", "retrain": "retraining"}
+    rows = ["| measure | value [95% CI] |", "|---|---|"]
     for _, r in planted.iterrows():
         rows.append(
-            f"| planted check, {r['estimator']} by {r['how']}: precision at 2 of the bottom "
-            f"| {r['precision_at_k']:.2f} |"
+            f"| planted check by {way[r['how']]}: ranks of {r['planted']} from the bottom "
+            f"| {r['ranks_from_bottom']} (precision at {r['k']}: {r['precision_at_k']:.2f}) |"
         )
     for _, r in agreement.iterrows():
         rows.append(
-            f"| agreement of {r['a']} with {r['b']} ({r['estimator']}), {r['measure']} "
-            f"| {r['value']:.2f} [{r['ci_low']:.2f}, {r['ci_high']:.2f}] |"
+            f"| agreement of {way[r['how']]} with {way[r['versus']]}, {r['method'].capitalize()} "
+            f"| {r['r']:.2f} [{r['ci_low']:.2f}, {r['ci_high']:.2f}] |"
         )
     for _, r in shapley_lds.iterrows():
         rows.append(
-            f"| Shapley LDS of {r['method']} on held-out coalitions | {r['lds']:.2f} [{r['ci_low']:.2f}, "
-            f"{r['ci_high']:.2f}] |"
+            f"| Shapley LDS by {way[r['how']]}, {r['coalitions']} held-out coalitions "
+            f"| {r['lds']:.2f} [{r['ci_low']:.2f}, {r['ci_high']:.2f}] |"
         )
     return "\n".join(rows)
+
+
+def demo_counterfactual() -> str:
+    """The demo's counterfactual distances per method, from the committed copy of its summary."""
+    summary = pd.read_csv(DEMO_METRICS / "counterfactual_summary.csv")
+    rows = ["| removed by | targets | pixel L2 [95% CI over targets] |", "|---|---|---|"]
+    rows += [
+        f"| {r['method']} | {r['n_targets']} | {r['pixel_l2']:.2f} [{r['pixel_l2_ci_low']:.2f}, "
+        f"{r['pixel_l2_ci_high']:.2f}] |"
+        for _, r in summary.iterrows()
+    ]
+    return "\n".join(rows)
+
+
+def demo_all_methods() -> str:
+    """The LDS of the methods of experiments/demo-all-methods.yaml, from the committed copy of that run."""
+    return lds_table(pd.read_csv(ROOT / "benchmarks" / "results" / "demo-all-methods" / "lds.csv"))
 
 
 def test_durations() -> str:
@@ -153,6 +175,8 @@ PARTS: list[tuple[Path, str | None, Callable[[], str]]] = [
     (ROOT / "README.md", "demo-lds", demo_lds),
     (ROOT / "README.md", "demo-contributors", demo_contributors),
     (ROOT / "docs" / "results.md", "demo-lds", demo_lds),
+    (ROOT / "docs" / "results.md", "demo-counterfactual", demo_counterfactual),
+    (ROOT / "docs" / "results.md", "demo-all-methods", demo_all_methods),
     (ROOT / "docs" / "testing.md", "test-durations", test_durations),
     (ROOT / "docs" / "configuration.md", None, configuration),
 ]
