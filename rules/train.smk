@@ -20,7 +20,12 @@ rule train_full:
     params:
         model=config["model"],
         scheduler=config["scheduler"],
-        train=config["train"],
+        # checkpoints (and each image's training draws) for TracIn / ReTrac: the attributed model's only
+        train=lambda wc: (
+            config["train"]
+            if int(wc.seed) == FULL_SEED
+            else {**config["train"], "checkpoints": 0}
+        ),
         device=config["device"],
         models=lambda wc: [{"subset": None, "seed": int(wc.seed)}],
     script:
@@ -47,7 +52,7 @@ rule train_lds:
     params:
         model=config["model"],
         scheduler=config["scheduler"],
-        train=config["train"],
+        train={**config["train"], "checkpoints": 0},  # no TracIn checkpoints of LDS models
         device=config["device"],
         models=lambda wc: [{"subset": int(wc.m), "seed": int(wc.seed)}],
     script:
@@ -80,7 +85,7 @@ for b, batch in enumerate(lds_batches()):
         params:
             model=config["model"],
             scheduler=config["scheduler"],
-            train=config["train"],
+            train={**config["train"], "checkpoints": 0},  # no TracIn checkpoints of LDS models
             device=config["device"],
             models=[{"subset": m, "seed": s} for m, s in batch],
         script:
