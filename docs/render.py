@@ -173,6 +173,7 @@ def _cell(text: str) -> str:
 # (file, marker or None for the whole file, renderer)
 PARTS: list[tuple[Path, str | None, Callable[[], str]]] = [
     (ROOT / "README.md", "demo-lds", demo_lds),
+    (ROOT / "README.md", "demo-all-methods", demo_all_methods),
     (ROOT / "README.md", "demo-contributors", demo_contributors),
     (ROOT / "docs" / "results.md", "demo-lds", demo_lds),
     (ROOT / "docs" / "results.md", "demo-counterfactual", demo_counterfactual),
