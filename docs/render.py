@@ -106,6 +106,11 @@ def demo_all_methods() -> str:
     return lds_table(pd.read_csv(ROOT / "benchmarks" / "results" / "demo-all-methods" / "lds.csv"))
 
 
+def demo_timings() -> str:
+    """The demo's stage timings as `make demo` printed them, from their committed copy."""
+    return "```\n" + (DEMO_METRICS / "timings.txt").read_text().strip() + "\n```"
+
+
 def test_durations() -> str:
     return durations_table(DURATIONS.read_text())
 
@@ -179,6 +184,7 @@ PARTS: list[tuple[Path, str | None, Callable[[], str]]] = [
     (ROOT / "docs" / "results.md", "demo-counterfactual", demo_counterfactual),
     (ROOT / "docs" / "results.md", "demo-all-methods", demo_all_methods),
     (ROOT / "docs" / "testing.md", "test-durations", test_durations),
+    (ROOT / "docs" / "performance.md", "demo-timings", demo_timings),
     (ROOT / "docs" / "configuration.md", None, configuration),
 ]
 
