@@ -156,9 +156,11 @@ def test_changing_gradient_timesteps_reruns_only_what_depends_on_them(tiny_run, 
     workdir = copy_workspace(tiny_run, tmp_path / "copy")
     jobs = stage_jobs(planned_after_change(workdir, TINY, {"featurizers": {"trak": {"timesteps": 6}}}))
     rescored = {"trak_scores", "local_scores", "dominating_norm"}
-    assert set(jobs) == {"featurize", *rescored, "lds", "report", "all"}
-    # trak only: its 2 train + val + gen shards, in one job (featurize.shards_per_job)
-    assert jobs["featurize"] == 1 and jobs["trak_scores"] == 2
+    # Journey-TRAK's target features are the trak featurizer's output along the DDIM runs
+    assert set(jobs) == {"featurize", "featurize_journey", *rescored, "lds", "report", "all"}
+    # trak only: its 2 train + val + gen shards, in one job (featurize.shards_per_job); TRAK's 2 splits
+    # and Journey-TRAK's gen rescored
+    assert jobs["featurize"] == 1 and jobs["trak_scores"] == 2 + 1
     assert jobs["local_scores"] == 3 * 2  # relative-IF, renormalized-IF, grad-cosine reuse trak's gradients
 
 
