@@ -11,7 +11,9 @@ from diffattr.store import write_csv
 
 with job(snakemake.log[0]) as log:
     spec = snakemake.params.contributors
-    train = load_splits(snakemake.params.data)["train"]
+    # the key the user wrote, for messages only (not a parameter of the outputs)
+    section = "shapley.data" if snakemake.config["shapley"].get("data") else "data"
+    train = load_splits(snakemake.params.data, section)["train"]
     ids, names = assign_contributors(train.labels, spec, train.metadata)
     train.contributors = ids
     table = contributor_table(ids, names)

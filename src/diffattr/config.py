@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import os
 from pathlib import Path
 from typing import Any
 
@@ -100,6 +101,7 @@ def validate(config: dict, schema: dict | None = None) -> dict:
     if errors:
         best = jsonschema.exceptions.best_match(errors)
         raise InputError(f"config key '{_key_path(best)}': {_message(best)}")
+    filled["results"] = os.path.expanduser(filled["results"])  # a shell would; YAML and --config do not
     check_path_names(filled)
     _check_references(filled)
     _check_local_methods(filled)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import copy
 import math
+import os
 import re
 import sys
 from collections.abc import Iterable
@@ -26,6 +27,9 @@ DATASETS = {
     "cifar100": {"classes": 100, "train": (500,) * 100, "val": (100,) * 100},
 }
 INCEPTION_FILE = "inception-2015-12-05.pt"  # clean-fid's torchscript, as in diffattr.properties
+SNAPSHOT_PARTS = ("unet", "text_encoder", "tokenizer", "vae")  # a diffusers snapshot, as in families.lora
+# Image side of the fixed-size datasets (an image folder's is data.image_folder.image_size).
+IMAGE_SIZES = {"digits": 8, "cifar10": 32, "cifar100": 32}
 DRY_RUN_NOTICE = "diffattr: dry run: input files and the GPU are not checked (they are before a real run)"
 OVERLAY_ADVICE = (
     "Snakemake merges config files key by key over config.yaml, so an empty section keeps every default. "
@@ -112,7 +116,7 @@ def load_yaml_file(path: str | Path) -> dict:
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
         raise InputError(f"{where}: YAML syntax error: {problem}") from exc
     if data is None:
-        return {}
+        raise InputError(f"{path}: empty; a config file must be a mapping of keys (Snakemake refuses it too)")
     if not isinstance(data, dict):
         raise InputError(f"{path}: a config file must be a mapping of keys, not {type(data).__name__}")
     return data
@@ -132,13 +136,20 @@ def check_config(config: dict, workdir: str | Path, repo_root: str | Path) -> No
         for name, featurizer in config["featurizers"].items():
             _check_steps(f"featurizers.{name}.timesteps", featurizer["timesteps"], timesteps)
         _check_lds_fractions(config)
+        _check_image_size("data", config["data"], "model", config["model"])
+        _check_top_k(config)
+        _check_feature_dims(config)
     if shapley["enabled"]:
         data_key = "shapley.data" if shapley.get("data") else "data"
         data = shapley.get("data") or config["data"]
+        model_key = "shapley.model" if shapley.get("model") else "model"
+        model = shapley.get("model") or config["model"]
         _check_data(data_key, data)
-        _check_model(
-            "shapley.model" if shapley.get("model") else "model", shapley.get("model") or config["model"]
-        )
+        _check_model(model_key, model)
+        _check_image_size(data_key, data, model_key, model)
+        _check_property(shapley, data, data_key)
+        if "sparse_ft" in shapley["how"]:
+            _check_pruning(shapley["pruning"]["ratio"], model_key, model)
         _check_train(
             "shapley.train" if shapley.get("train") else "train", shapley.get("train") or config["train"]
         )
@@ -206,6 +217,112 @@ def _check_train(key: str, train: dict) -> None:
         raise InputError(f"config keys '{key}.steps' and '{key}.epochs': both null; set one of them")
 
 
+def _image_side(data: dict) -> tuple[str, int] | None:
+    """(config key or dataset, side in pixels) of a data section's images; None for an unset folder."""
+    if data["source"] in IMAGE_SIZES:
+        return data["source"], IMAGE_SIZES[data["source"]]
+    if data.get("image_folder"):
+        return "image_folder.image_size", data["image_folder"]["image_size"]
+    return None
+
+
+def _check_image_size(data_key: str, data: dict, model_key: str, model: dict) -> None:
+    """A pixel UNet halves the image at every level but the last and doubles it back: the side must be a
+    multiple of 2^(levels - 1), or the skip connections of the up path do not match."""
+    side = _image_side(data)
+    if model.get("family", "pixel") != "pixel" or side is None:
+        return
+    where, size = side
+    levels = len(model["block_out_channels"])
+    factor = 2 ** (levels - 1)
+    if size % factor:
+        path = [size]
+        for _ in range(levels - 1):
+            path.append(math.ceil(path[-1] / 2))
+        source = f"'{data_key}.{where}' {size}" if "." in where else f"{where} images of {size}x{size}"
+        raise InputError(
+            f"config key '{model_key}.block_out_channels': {levels} levels halve {source} as "
+            f"{' -> '.join(map(str, path))}, which the up path cannot double back; "
+            f"the image side must be a multiple of {factor} (or use fewer levels)"
+        )
+
+
+def _check_top_k(config: dict) -> None:
+    top_k, n_train = config["evaluate"]["top_k"], config["data"]["n_train"]
+    if top_k > n_train:
+        raise InputError(
+            f"config key 'evaluate.top_k': {top_k} is more than the {n_train} training images (data.n_train)"
+        )
+
+
+def unet_parameter_bound(model: dict) -> int:
+    """A lower bound on a UNet2DModel's parameters from its config: each down block's ResNet layers hold at
+    least one 3x3 convolution from its channels to its channels."""
+    return sum(9 * c * c for c in model["block_out_channels"]) * model["layers_per_block"]
+
+
+def unet_parameters(model: dict, side: int, channels: int) -> int:
+    """A pixel UNet's exact parameter count, built on torch's meta device (no memory, no weights)."""
+    import torch
+
+    from diffattr.models import _unet
+
+    with torch.device("meta"):
+        return sum(p.numel() for p in _unet(model, side, channels).parameters())
+
+
+def _check_feature_dims(config: dict) -> None:
+    """A projection to more dimensions than the model has parameters is no compression: refused."""
+    model, side = config["model"], _image_side(config["data"])
+    if model.get("family", "pixel") != "pixel" or side is None:
+        return  # latent and LoRA parameter counts depend on the autoencoder and snapshot files
+    too_big = {
+        n: f["dim"] for n, f in config["featurizers"].items() if f["dim"] > unet_parameter_bound(model)
+    }
+    if not too_big:
+        return
+    channels = 1 if config["data"]["source"] == "digits" else 3
+    params = unet_parameters(model, side[1], channels)
+    for name, dim in too_big.items():
+        if dim > params:
+            raise InputError(
+                f"config key 'featurizers.{name}.dim': {dim} is more than the {params} parameters of the "
+                "model; the projection would enlarge the gradients, not compress them"
+            )
+
+
+def _check_pruning(ratio: float, model_key: str, model: dict) -> None:
+    """Every GroupNorm group keeps at least one channel, so a UNet level of c channels in g groups loses at
+    most 1 - g / c of them; a ratio above that for the widest level cannot be reached: refused."""
+    if model.get("family", "pixel") == "lora":
+        return  # LoRA adapters are pruned by rank pairs
+    groups, widest = model["norm_num_groups"], max(model["block_out_channels"])
+    reachable = 1 - groups / widest
+    if ratio > reachable:
+        raise InputError(
+            f"config key 'shapley.pruning.ratio': {ratio} cannot be reached on '{model_key}': every "
+            f"GroupNorm group keeps a channel, so even its widest level ({widest} channels, {groups} groups) "
+            f"loses at most {reachable:g}"
+        )
+
+
+def _check_property(shapley: dict, data: dict, data_key: str) -> None:
+    """The property's classifier has labels to learn, and diversity's clusters have enough images."""
+    prop = shapley["property"]
+    if prop["name"] != "aesthetic" and prop["features"] == "classifier" and data["source"] == "image_folder":
+        if data.get("image_folder") and not data["image_folder"].get("label_column"):
+            raise InputError(
+                f"config key 'shapley.property.features': 'classifier' is trained on the labels of "
+                f"{data_key}, which has none (no '{data_key}.image_folder.label_column'); set one, or use "
+                "features: inception"
+            )
+    if prop["name"] == "diversity" and prop["clusters"] > data["n_train"]:
+        raise InputError(
+            f"config key 'shapley.property.clusters': {prop['clusters']} clusters need at least as many "
+            f"reference images, '{data_key}.n_train' is {data['n_train']}"
+        )
+
+
 def _check_steps(key: str, steps: int, num_train_timesteps: int) -> None:
     if steps > num_train_timesteps:
         raise InputError(
@@ -265,6 +382,7 @@ def _check_contributors(shapley: dict, data: dict, data_key: str) -> None:
     n = _num_contributors(shapley, data, data_key)
     if n is None:
         return
+    _check_planted(shapley["contributors"]["planted"]["ids"], n)
     if n < 2:
         raise InputError(
             f"config key 'shapley.contributors': {n} contributor from {data_key} "
@@ -284,19 +402,35 @@ def _check_contributors(shapley: dict, data: dict, data_key: str) -> None:
         )
 
 
-def check_machine(config: dict, rules: set[str], local: bool) -> None:
+def _check_planted(ids: list[int], n: int, where: str = "") -> None:
+    """Planted ids are rows of contributors.csv (0..n-1; at most n for contributors counted in a CSV)."""
+    outside = [i for i in ids if i >= n]
+    if outside:
+        raise InputError(
+            f"config key 'shapley.contributors.planted.ids': {outside} name no contributor; there are {n}"
+            f"{where} (ids 0-{n - 1})"
+        )
+
+
+def check_machine(config: dict, rules: set[str], local: bool, workdir: str | Path = ".") -> None:
     """Input files of the rules about to run exist, and a requested GPU is there (local runs only)."""
+    if rules:
+        check_writable(config["results"], workdir)
     for key, path in needed_files(config, rules):
         if not Path(path).exists():
             raise InputError(f"config key '{key}': file not found: {path}")
-    if config["shapley"]["enabled"] and "contributors" in rules:
-        data = config["shapley"].get("data") or config["data"]
-        key = "shapley.data" if config["shapley"].get("data") else "data"
+        if key.endswith(".pretrained"):
+            missing = [part for part in SNAPSHOT_PARTS if not (Path(path) / part).is_dir()]
+            if missing:
+                raise InputError(
+                    f"config key '{key}': {path} is not a diffusers snapshot (no {', '.join(missing)}/)"
+                )
+    shapley = config["shapley"]
+    if shapley["enabled"] and "contributors" in rules:
+        data = shapley.get("data") or config["data"]
+        key = "shapley.data" if shapley.get("data") else "data"
         if data["source"] == "image_folder":
-            column = config["shapley"]["contributors"]["column"]
-            _check_image_folder(
-                key, data, column if config["shapley"]["contributors"]["by"] == "column" else None
-            )
+            _check_image_folder(key, data, shapley)
     if config["lds"]["enabled"] and "prepare_data" in rules and config["data"]["source"] == "image_folder":
         _check_image_folder("data", config["data"], None)
     if local and config["device"] == "cuda":
@@ -327,8 +461,15 @@ def needed_files(config: dict, rules: set[str]) -> list[tuple[str, str]]:
                 (f"{key}.image_folder.metadata", folder["metadata"]),
             ]
     files += model_weights(config, rules)
+    clip = config["clip"]["weights"]
+    if (
+        clip
+        and config["lds"]["enabled"]
+        and any(r.startswith(("clip_scores", "counterfactual")) for r in rules)
+    ):
+        files.append(("clip.weights", clip))
     prop = shapley["property"]
-    if shapley["enabled"] and rules & {"coalition_property", "reference_features"}:
+    if shapley["enabled"] and any(r.startswith(("coalition_property", "reference_features")) for r in rules):
         if prop["name"] == "aesthetic":
             files += [(f"shapley.property.clip.{k}", prop["clip"][k]) for k in ("weights", "head")]
         elif prop["features"] == "inception":
@@ -358,30 +499,64 @@ def model_weights(config: dict, rules: set[str]) -> list[tuple[str, str]]:
     return files
 
 
-def _check_image_folder(key: str, data: dict, contributor_column: str | None) -> None:
-    """The metadata CSV has the needed columns and enough rows, and every file it lists exists."""
+def check_writable(results: str, workdir: str | Path) -> None:
+    """The results folder may be anywhere (a symlink out of the repository too), but must be a folder this
+    user can write, or be creatable in one; checked before the first job rather than failing in it."""
+    root = Path(workdir) / results
+    probe = root
+    while not probe.exists():
+        if probe.is_symlink():
+            raise InputError(f"config key 'results': {probe} is a symlink to nowhere ({os.readlink(probe)})")
+        probe = probe.parent
+    if not probe.is_dir():
+        raise InputError(f"config key 'results': {results!r} cannot be created, {probe} is not a folder")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise InputError(f"config key 'results': {results!r} is not writable ({probe.resolve()})")
+
+
+def _check_image_folder(key: str, data: dict, shapley: dict | None) -> None:
+    """The metadata CSV reads (see diffattr.data.read_metadata), has the needed columns, rows and a value in
+    every contributor cell, and every file it lists exists; `shapley` is given for the contributor branch."""
     import pandas as pd
+
+    from diffattr.data import fill_captions, missing_cell, read_metadata
 
     folder = data["image_folder"]
     csv = Path(folder["metadata"])
-    try:
-        table = pd.read_csv(csv, dtype=str, keep_default_na=False)
-    except (ValueError, OSError) as exc:
-        raise InputError(f"{csv}: not a readable CSV ({str(exc).splitlines()[0]})") from exc
-    columns = [("file_column", folder["file_column"]), ("label_column", folder.get("label_column"))]
-    if contributor_column is not None:
-        columns.append(("shapley.contributors.column", contributor_column))
-    for name, column in columns:
+    table: pd.DataFrame = read_metadata(csv, folder, key)
+    if shapley is not None:
+        spec = shapley["contributors"]
+        column = spec["column"] if spec["by"] == "column" else None
         if column is not None and column not in table.columns:
-            where = name if "." in name else f"{key}.image_folder.{name}"
             raise InputError(
-                f"config key '{where}': no column {column!r} in {csv} (has {list(table.columns)})"
+                f"config key 'shapley.contributors.column': no column {column!r} in {csv} "
+                f"(has {list(table.columns)})"
+            )
+        if column is not None:
+            missing_cell(table, column, csv)
+        counted = column or (folder.get("label_column") if spec["by"] == "class" else None)
+        if counted:
+            _check_planted(
+                spec["planted"]["ids"], table[counted].nunique(), f" values of {counted!r} in {csv}"
+            )
+        labels, prop = folder.get("label_column"), shapley["property"]
+        if (
+            prop["name"] != "aesthetic"
+            and prop["features"] == "classifier"
+            and labels
+            and table[labels].nunique() < 2
+        ):
+            raise InputError(
+                f"config key 'shapley.property.features': 'classifier' needs at least 2 labels, column "
+                f"{labels!r} of {csv} has 1; use features: inception"
             )
     if data["n_train"] + data["n_val"] > len(table):
         raise InputError(
             f"config key '{key}.n_train': {data['n_train']} + {data['n_val']} images requested, {csv} lists "
             f"{len(table)}"
         )
+    if folder.get("caption"):
+        fill_captions(folder["caption"], table, key)
     root = Path(folder["path"])
     missing = [name for name in table[folder["file_column"]] if not (root / name).is_file()]
     if missing:
