@@ -105,3 +105,40 @@ def test_step_and_checkpoint_arithmetic():
     assert total_steps({"steps": None, "epochs": 200, "batch_size": 128}, 5000) == 200 * 40
     assert checkpoint_steps(100, 4) == [25, 50, 75, 100] and checkpoint_steps(100, 0) == []
     assert resolve_device("cpu").type == "cpu"
+
+
+@pytest.mark.parametrize(
+    "overlay, channels",
+    [
+        ({}, 1),
+        (
+            {
+                "block_out_channels": [8, 16, 16],
+                "layers_per_block": 2,
+                "down_block_types": ["DownBlock2D"] * 3,
+                "up_block_types": ["UpBlock2D"] * 3,
+            },
+            3,
+        ),
+        (
+            {
+                "block_out_channels": [16, 32, 32],
+                "down_block_types": ["DownBlock2D", "AttnDownBlock2D", "DownBlock2D"],
+                "up_block_types": ["UpBlock2D", "AttnUpBlock2D", "UpBlock2D"],
+                "resnet_time_scale_shift": "scale_shift",
+            },
+            3,
+        ),
+        ({"attention_head_dim": 16, "down_block_types": ["AttnDownBlock2D"] * 2}, 1),
+    ],
+    ids=["demo", "three-levels", "attention-scale-shift", "attention-first"],
+)
+def test_preflight_counts_the_unet_parameters_diffusers_builds(overlay, channels):
+    """The pre-flight's count (no diffusers import when the workflow is parsed) is the built model's."""
+    from diffattr.config import validate
+    from diffattr.models import build_unet
+    from diffattr.preflight import unet_parameters
+
+    model = validate({"model": overlay})["model"]
+    built = build_unet(model, 8, channels)
+    assert unet_parameters(model, channels) == sum(p.numel() for p in built.parameters())

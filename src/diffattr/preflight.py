@@ -255,35 +255,50 @@ def _check_top_k(config: dict) -> None:
         )
 
 
-def unet_parameter_bound(model: dict) -> int:
-    """A lower bound on a UNet2DModel's parameters from its config: each down block's ResNet layers hold at
-    least one 3x3 convolution from its channels to its channels."""
-    return sum(9 * c * c for c in model["block_out_channels"]) * model["layers_per_block"]
+def unet_parameters(model: dict, channels: int) -> int:
+    """Parameters of the pixel family's diffusers UNet2DModel, counted from its config without building it
+    (diffusers takes seconds to import); tests/test_models.py checks the count against diffusers."""
+    c, layers, head = model["block_out_channels"], model["layers_per_block"], model["attention_head_dim"]
+    temb = 4 * c[0]
+    shift = 2 if model["resnet_time_scale_shift"] == "scale_shift" else 1
 
+    def resnet(cin: int, cout: int) -> int:
+        shortcut = cin * cout + cout if cin != cout else 0
+        norms, convs = 2 * cin + 2 * cout, 9 * cin * cout + cout + 9 * cout * cout + cout
+        return norms + convs + temb * shift * cout + shift * cout + shortcut
 
-def unet_parameters(model: dict, side: int, channels: int) -> int:
-    """A pixel UNet's exact parameter count, built on torch's meta device (no memory, no weights)."""
-    import torch
+    def attention(width: int, norm: bool = True) -> int:
+        inner = width // head * head
+        return (2 * width if norm else 0) + 3 * (width * inner + inner) + inner * width + width
 
-    from diffattr.models import _unet
-
-    with torch.device("meta"):
-        return sum(p.numel() for p in _unet(model, side, channels).parameters())
+    conv = 9 * channels * c[0] + c[0] + 2 * c[0] + 9 * c[0] * channels + channels  # in, out norm, out
+    total = conv + c[0] * temb + temb + temb * temb + temb
+    for i, block in enumerate(model["down_block_types"]):
+        cin = c[i - 1] if i else c[0]
+        for j in range(layers):
+            total += resnet(cin if j == 0 else c[i], c[i])
+            total += attention(c[i]) if block.startswith("Attn") else 0
+        total += 9 * c[i] * c[i] + c[i] if i < len(c) - 1 else 0
+    total += 2 * resnet(c[-1], c[-1]) + attention(c[-1], norm=shift == 1)
+    up = c[::-1]
+    for i, block in enumerate(model["up_block_types"]):
+        prev, out, cin = up[i - 1] if i else up[0], up[i], up[min(i + 1, len(c) - 1)]
+        for j in range(layers + 1):
+            skip = cin if j == layers else out
+            total += resnet((prev if j == 0 else out) + skip, out)
+            total += attention(out) if block.startswith("Attn") else 0
+        total += 9 * out * out + out if i < len(c) - 1 else 0
+    return total
 
 
 def _check_feature_dims(config: dict) -> None:
     """A projection to more dimensions than the model has parameters is no compression: refused."""
-    model, side = config["model"], _image_side(config["data"])
-    if model.get("family", "pixel") != "pixel" or side is None:
+    model = config["model"]
+    if model.get("family", "pixel") != "pixel":
         return  # latent and LoRA parameter counts depend on the autoencoder and snapshot files
-    too_big = {
-        n: f["dim"] for n, f in config["featurizers"].items() if f["dim"] > unet_parameter_bound(model)
-    }
-    if not too_big:
-        return
-    channels = 1 if config["data"]["source"] == "digits" else 3
-    params = unet_parameters(model, side[1], channels)
-    for name, dim in too_big.items():
+    params = unet_parameters(model, 1 if config["data"]["source"] == "digits" else 3)
+    for name, featurizer in config["featurizers"].items():
+        dim = featurizer["dim"]
         if dim > params:
             raise InputError(
                 f"config key 'featurizers.{name}.dim': {dim} is more than the {params} parameters of the "
