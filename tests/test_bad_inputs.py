@@ -52,6 +52,16 @@ def one_line(err: pytest.ExceptionInfo) -> str:
 FOLDER = {"path": "imgs", "metadata": "imgs/meta.csv"}  # relative: only config-level checks read them
 IMAGE_FOLDER_DATA = {"source": "image_folder", "image_folder": FOLDER, "n_train": 20, "n_val": 2}
 
+
+def levels(n: int, channels: int = 16) -> dict:
+    """A pixel UNet of n levels of `channels` each."""
+    return {
+        "block_out_channels": [channels] * n,
+        "down_block_types": ["DownBlock2D"] * n,
+        "up_block_types": ["UpBlock2D"] * n,
+    }
+
+
 CONFIG_CASES = [
     # path safety
     ({"experiment": ".."}, "config key 'experiment': '..' is not a safe file name"),
@@ -157,6 +167,59 @@ CONFIG_CASES = [
         {"shapley": {"data": IMAGE_FOLDER_DATA}},
         "config key 'shapley.contributors': 1 contributor from shapley.data (by class)",
     ),
+    # sizes a later job would trip on, decided from the config
+    ({"evaluate": {"top_k": 301}}, "config key 'evaluate.top_k': 301 is more than the 300 training images"),
+    (
+        {"shapley": {"property": {"name": "diversity", "clusters": 301}}},
+        "config key 'shapley.property.clusters': 301 clusters need at least as many reference images, "
+        "'shapley.data.n_train' is 300",
+    ),
+    (
+        {
+            "shapley": {
+                "data": IMAGE_FOLDER_DATA,
+                "contributors": {"by": "column", "column": "artist"},
+                "property": {"name": "precision"},
+            }
+        },
+        "config key 'shapley.property.features': 'classifier' is trained on the labels of shapley.data, "
+        "which has none (no 'shapley.data.image_folder.label_column')",
+    ),
+    (
+        {"shapley": {"contributors": {"planted": {"ids": [8, 10]}}}},
+        "config key 'shapley.contributors.planted.ids': [10] name no contributor; there are 10 (ids 0-9)",
+    ),
+    (
+        {"data": {"source": "image_folder", "image_folder": {**FOLDER, "image_size": 6}}, "model": levels(3)},
+        "config key 'model.block_out_channels': 3 levels halve 'data.image_folder.image_size' 6 as "
+        "6 -> 3 -> 2",
+    ),
+    (
+        {"shapley": {"model": levels(5, 8)}},
+        "config key 'shapley.model.block_out_channels': 5 levels halve digits images of 8x8 as "
+        "8 -> 4 -> 2 -> 1 -> 1, which the up path cannot double back; the image side must be a multiple "
+        "of 16",
+    ),
+    (
+        {"featurizers": {"trak": {"dim": 163986}}},
+        "config key 'featurizers.trak.dim': 163986 is more than the 163985 parameters of the model",
+    ),
+    (
+        {"shapley": {"pruning": {"ratio": 0.99}}},
+        "config key 'shapley.pruning.ratio': 0.99 cannot be reached on 'model': every GroupNorm group keeps "
+        "a channel, so even its widest level (32 channels, 8 groups) loses at most 0.75",
+    ),
+    # unbounded or unnamed
+    (
+        {"lds": {"num_subsets": 1000000}},
+        "config key 'lds.num_subsets': 1000000 is greater than the maximum of 4096",
+    ),
+    ({"lds": {"train_seeds": [0, 0]}}, "config key 'lds.train_seeds': [0, 0] has non-unique elements"),
+    ({"lds": {"noise_seeds": [3, 3]}}, "config key 'lds.noise_seeds': [3, 3] has non-unique elements"),
+    (
+        {"shapley": {"heldout": {"seeds": [1, 1]}}},
+        "config key 'shapley.heldout.seeds': [1, 1] has non-unique",
+    ),
     # schema-level, for completeness of the corpus
     ({"lds": {"num_subsets": "many"}}, "config key 'lds.num_subsets': 'many' is not of type 'integer'"),
     ({"device": "gpu"}, "config key 'device': 'gpu' is not one of"),
@@ -190,6 +253,18 @@ def test_bad_command_line_config_value(value, expected):
     assert one_line(err).startswith(expected), str(err.value)
 
 
+def test_results_tilde_is_the_home_folder_not_a_folder_named_tilde():
+    config = checked({"results": "~/diffattr-results"})
+    assert config["results"] == os.path.expanduser("~/diffattr-results")
+    assert not (ROOT / "~").exists()
+
+
+def test_demo_featurizer_dims_and_pruning_ratio_are_accepted():
+    """The refusals above sit just past what the demo's 163,985-parameter UNet allows."""
+    config = checked({"featurizers": {"trak": {"dim": 163985}}, "shapley": {"pruning": {"ratio": 0.75}}})
+    assert config["featurizers"]["trak"]["dim"] == 163985
+
+
 def test_nested_command_line_values_and_integer_floats_are_accepted():
     config = checked(parse_config(["lds={alpha: 0.3, num_subsets: 32.0}", "data={classes: [0, 1]}"]))
     assert config["lds"]["alpha"] == 0.3 and config["lds"]["num_subsets"] == 32
@@ -202,11 +277,15 @@ FILE_CASES = [
     ("lds:\n  alpha: [0.3\n  num_subsets: 3\n", "{file}:3:"),
     ("lds:\n\talpha: 0.3\n", "{file}:2:1: YAML syntax error"),
     ("- experiment: x\n", "{file}: a config file must be a mapping of keys, not list"),
+    ("", "{file}: empty; a config file must be a mapping of keys"),
+    ("# only a comment\n", "{file}: empty; a config file must be a mapping of keys"),
 ]
 
 
 @pytest.mark.parametrize(
-    "text, expected", FILE_CASES, ids=["empty-methods", "empty-nested", "bracket", "tab", "list"]
+    "text, expected",
+    FILE_CASES,
+    ids=["empty-methods", "empty-nested", "bracket", "tab", "list", "empty", "comment-only"],
 )
 def test_bad_config_file_names_file_and_line(tmp_path, text, expected):
     file = tmp_path / "overlay.yaml"
@@ -226,6 +305,18 @@ def test_config_file_checker_names_file_line_and_column(tmp_path, capsys):
         == f"diffattr: {file}:3:14: YAML syntax error: expected ',' or ']', but got ':'\n"
     )
     assert main([str(ROOT / "config.yaml")]) == 0
+
+
+@pytest.mark.parametrize("text, what", [("", "empty"), ("- a: 1\n", "a config file must be a mapping")])
+def test_config_file_checker_names_an_empty_or_list_file(tmp_path, capsys, text, what):
+    """Snakemake refuses both without the file's name ("Config file must be given as JSON or YAML with
+    keys at top level"); the checker names it."""
+    good, bad = tmp_path / "good.yaml", tmp_path / "bad.yaml"
+    good.write_text("lds: {alpha: 0.3}\n")
+    bad.write_text(text)
+    assert main([str(good), str(bad)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"diffattr: {bad}: {what}") and err.count("\n") == 1, err
 
 
 def test_digits_class_sizes_are_scikit_learns():
@@ -253,7 +344,12 @@ MACHINE_CASES = [
         "config key 'data.cifar10_path': file not found: nowhere/c10.tar.gz",
     ),
     (
-        {"shapley": {"data": {"source": "cifar100", "classes": [1, 2], "cifar100_path": "no.tgz"}}},
+        {
+            "shapley": {
+                "data": {"source": "cifar100", "classes": [1, 2], "cifar100_path": "no.tgz"},
+                "contributors": {"planted": {"ids": [1]}},  # the demo's 8 and 9 are not among 2 classes
+            }
+        },
         {"contributors"},
         "config key 'shapley.data.cifar100_path': file not found: no.tgz",
     ),
@@ -267,11 +363,23 @@ MACHINE_CASES = [
         {"coalition_property"},
         "config key 'shapley.property.clip.weights': file not found: no/clip.bin",
     ),
+    (  # properties measured in batch jobs (shapley.models_per_job > 1), as the demo does
+        {"shapley": {"property": {"name": "fid", "features": "inception", "inception_path": "no/inc"}}},
+        {"coalition_model_batch0", "coalition_property_batch0"},
+        "config key 'shapley.property.inception_path': file not found: no/inc",
+    ),
+    (
+        {"clip": {"weights": "no/clip-b32.bin"}, "methods": {"CLIP": {"kind": "clip"}}},
+        {"clip_scores"},
+        "config key 'clip.weights': file not found: no/clip-b32.bin",
+    ),
 ]
 
 
 @pytest.mark.parametrize(
-    "overlay, rules, expected", MACHINE_CASES, ids=["cifar10", "cifar100", "inception", "clip"]
+    "overlay, rules, expected",
+    MACHINE_CASES,
+    ids=["cifar10", "cifar100", "inception", "clip", "inception-batch", "clip-method"],
 )
 def test_missing_input_file_is_found_before_the_first_job(overlay, rules, expected):
     config = checked(overlay)
@@ -291,11 +399,12 @@ def image_folder(tmp_path, rows: int = 6, header: str = "file,artist") -> dict:
         lines.append(f"{i}.png,{'ab'[i % 2]}")
     (tmp_path / "meta.csv").write_text("\n".join(lines) + "\n")
     folder = {"path": str(tmp_path), "metadata": str(tmp_path / "meta.csv"), "image_size": 8}
+    folder["label_column"] = "artist"  # labels for the property's classifier
     return {
         "lds": {"enabled": False},
         "shapley": {
             "data": {"source": "image_folder", "image_folder": folder, "n_train": 4, "n_val": 1},
-            "contributors": {"by": "column", "column": "artist"},
+            "contributors": {"by": "column", "column": "artist", "planted": {"ids": []}},
             "heldout": {"num_coalitions": 2},
         },
     }
@@ -330,6 +439,185 @@ def test_image_folder_csv_problems_are_found_before_the_first_job(tmp_path, dama
     with pytest.raises(InputError) as err:
         check_machine(config, {"contributors"}, local=True)
     assert one_line(err).startswith(expected), str(err.value)
+
+
+def test_snapshot_without_unet_is_found_before_the_first_job(tmp_path):
+    snapshot = tmp_path / "sd"
+    for part in ("text_encoder", "tokenizer", "vae"):
+        (snapshot / part).mkdir(parents=True)
+    config = checked(
+        {"model": {"family": "lora", "pretrained": str(snapshot)}, "counterfactual": {"enabled": False}}
+    )
+    with pytest.raises(InputError) as err:
+        check_machine(config, {"train_full"}, local=True, workdir=tmp_path)
+    assert (
+        one_line(err) == f"config key 'model.pretrained': {snapshot} is not a diffusers snapshot (no unet/)"
+    )
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["sd"]
+
+
+def duplicated(d):
+    """Every row of meta.csv listed twice."""
+    lines = (d / "meta.csv").read_text().splitlines()
+    (d / "meta.csv").write_text("\n".join(lines + lines[1:]) + "\n")
+
+
+def contributor_nan(d):
+    text = (d / "meta.csv").read_text()
+    (d / "meta.csv").write_text(text.replace("1.png,b", "1.png,NaN"))
+
+
+def single_label(d):
+    lines = (d / "meta.csv").read_text().splitlines()
+    (d / "meta.csv").write_text("\n".join([lines[0] + ",kind"] + [line + ",x" for line in lines[1:]]) + "\n")
+
+
+FOLDER_CASES = {
+    "duplicate-rows": ({}, duplicated, "{csv}: '0.png' is listed twice (lines 2 and 8), 6 repeated row(s)"),
+    "nan-contributor": (
+        {},
+        contributor_nan,
+        "{csv}: empty cell in column 'artist' (line 3), 'NaN'; 1 such row",
+    ),
+    "planted-beyond": (
+        {"contributors": {"planted": {"ids": [2]}}},
+        lambda d: None,
+        "config key 'shapley.contributors.planted.ids': [2] name no contributor; there are 2 values of "
+        "'artist' in {csv} (ids 0-1)",
+    ),
+    "one-label-classifier": (
+        {"data": {"image_folder": {"label_column": "kind"}}},
+        single_label,
+        "config key 'shapley.property.features': 'classifier' needs at least 2 labels, column 'kind' of "
+        "{csv} has 1",
+    ),
+}
+
+
+@pytest.mark.parametrize("overlay, damage, expected", FOLDER_CASES.values(), ids=FOLDER_CASES.keys())
+def test_image_folder_content_is_refused_before_the_first_job(tmp_path, overlay, damage, expected):
+    config_overlay = image_folder(tmp_path)
+    config_overlay["shapley"] = deep_merge(config_overlay["shapley"], overlay)
+    config = checked(config_overlay)
+    damage(tmp_path)
+    before = tree(tmp_path)
+    with pytest.raises(InputError) as err:
+        check_machine(config, {"contributors"}, local=True, workdir=tmp_path)
+    assert one_line(err).startswith(expected.format(csv=tmp_path / "meta.csv")), str(err.value)
+    assert tree(tmp_path) == before
+
+
+def deep_merge(base: dict, extra: dict) -> dict:
+    merged = copy.deepcopy(base)
+    update_config(merged, copy.deepcopy(extra))
+    return merged
+
+
+def test_semicolon_csv_with_a_bom_is_read(tmp_path, caplog):
+    """A spreadsheet's export: UTF-8 with a byte-order mark, `;` between columns."""
+    from diffattr.data import load_splits
+
+    overlay = image_folder(tmp_path)
+    csv = tmp_path / "meta.csv"
+    csv.write_text("\ufeff" + csv.read_text().replace(",", ";"), encoding="utf-8")
+    config = checked(overlay)
+    check_machine(config, {"contributors"}, local=True, workdir=tmp_path)
+    with caplog.at_level("INFO", logger="diffattr"):
+        train = load_splits(config["shapley"]["data"], "shapley.data")["train"]
+    assert sorted(train.metadata) == ["artist", "file"] and set(train.metadata["artist"]) == {"a", "b"}
+    assert f"{csv}: read as ';'-separated (no comma in its header)" in caplog.messages
+
+
+def test_images_of_other_modes_and_sizes_are_converted_with_one_line_each(tmp_path, caplog):
+    from PIL import Image
+
+    from diffattr.data import load_splits
+
+    data = checked(image_folder(tmp_path))["shapley"]["data"]
+    Image.fromarray(np.full((8, 8, 4), 90, np.uint8), "RGBA").save(tmp_path / "1.png")
+    Image.fromarray(np.full((8, 8), 90, np.uint8), "L").save(tmp_path / "2.png")
+    Image.fromarray(np.full((8, 8), 90, np.uint8), "L").save(tmp_path / "3.png")
+    Image.fromarray(np.full((12, 10, 3), 90, np.uint8)).save(tmp_path / "4.png")
+    with caplog.at_level("INFO", logger="diffattr"):
+        splits = load_splits({**data, "n_train": 5, "n_val": 1}, "shapley.data")
+    assert splits["train"].images.shape[1:] == (3, 8, 8)
+    assert caplog.messages == [
+        "converted to RGB: 2 L (grayscale), 1 RGBA (alpha dropped) image(s)",
+        "resized to 8x8: 1 of 10x12 image(s)",
+    ]
+
+
+def test_truncated_cifar_archive_is_one_line_saying_so(tmp_path):
+    from diffattr.data import load_splits
+    from tests.test_data import fake_cifar10
+
+    path = tmp_path / "cifar-10-python.tar.gz"
+    fake_cifar10(path)
+    truncate(path, path.stat().st_size // 2)
+    with pytest.raises(InputError) as err:
+        load_splits(
+            {
+                "source": "cifar10",
+                "cifar10_path": str(path),
+                "classes": [1, 7],
+                "n_train": 8,
+                "n_val": 2,
+                "seed": 0,
+            }
+        )
+    message = one_line(err)
+    assert (
+        message.startswith(f"{path}: truncated or damaged")
+        and "Download cifar-10-python.tar.gz again" in message
+    )
+
+
+def test_job_time_messages_name_the_contributor_branch_key(tmp_path):
+    from diffattr.data import load_splits
+
+    data = checked(image_folder(tmp_path))["shapley"]["data"]
+    (tmp_path / "meta.csv").unlink()
+    with pytest.raises(InputError) as err:
+        load_splits(data, "shapley.data")
+    assert (
+        one_line(err)
+        == f"config key 'shapley.data.image_folder.metadata': file not found: {tmp_path / 'meta.csv'}"
+    )
+
+
+def test_results_may_be_a_symlink_out_of_the_repository(tmp_path):
+    """Documented: results may be anywhere the user points it; it must be writable (checked below)."""
+    workdir, elsewhere = tmp_path / "w", tmp_path / "other-disk"
+    workdir.mkdir(), elsewhere.mkdir()
+    (workdir / "results").symlink_to(elsewhere)
+    config = checked({}, workdir=workdir)
+    check_machine(config, {"prepare_data"}, local=True, workdir=workdir)
+    assert not list(elsewhere.iterdir())
+
+
+@pytest.mark.parametrize("case", ["under-a-file", "dangling-symlink", "not-writable"])
+def test_unwritable_results_are_refused_before_the_first_job(tmp_path, monkeypatch, case):
+    workdir = tmp_path / "w"
+    workdir.mkdir()
+    results = "results"
+    if case == "under-a-file":
+        (workdir / "afile").write_text("x")
+        results, expected = (
+            "afile/results",
+            f"'afile/results' cannot be created, {workdir / 'afile'} is not a folder",
+        )
+    elif case == "dangling-symlink":
+        (workdir / "results").symlink_to(tmp_path / "gone")
+        expected = f"{workdir / 'results'} is a symlink to nowhere ({tmp_path / 'gone'})"
+    else:
+        monkeypatch.setattr(os, "access", lambda path, mode: False)  # root may write anywhere
+        expected = f"'results' is not writable ({workdir.resolve()})"
+    config = checked({"results": results}, workdir=workdir)
+    before = tree(tmp_path)
+    with pytest.raises(InputError) as err:
+        check_machine(config, {"prepare_data"}, local=True, workdir=workdir)
+    assert one_line(err) == f"config key 'results': {expected}"
+    assert tree(tmp_path) == before
 
 
 @pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="this machine has a GPU")

@@ -147,7 +147,6 @@ def check_config(config: dict, workdir: str | Path, repo_root: str | Path) -> No
         _check_data(data_key, data)
         _check_model(model_key, model)
         _check_image_size(data_key, data, model_key, model)
-        _check_property(shapley, data, data_key)
         if "sparse_ft" in shapley["how"]:
             _check_pruning(shapley["pruning"]["ratio"], model_key, model)
         _check_train(
@@ -157,6 +156,7 @@ def check_config(config: dict, workdir: str | Path, repo_root: str | Path) -> No
             "shapley.property.num_inference_steps", shapley["property"]["num_inference_steps"], timesteps
         )
         _check_contributors(shapley, data, data_key)
+        _check_property(shapley, data, data_key)
 
 
 def _check_data(key: str, data: dict) -> None:
@@ -397,12 +397,12 @@ def _check_contributors(shapley: dict, data: dict, data_key: str) -> None:
     n = _num_contributors(shapley, data, data_key)
     if n is None:
         return
-    _check_planted(shapley["contributors"]["planted"]["ids"], n)
     if n < 2:
         raise InputError(
             f"config key 'shapley.contributors': {n} contributor from {data_key} "
             f"(by {shapley['contributors']['by']}); Shapley values need at least 2"
         )
+    _check_planted(shapley["contributors"]["planted"]["ids"], n)
     alpha = shapley["heldout"]["alpha"]
     kept = int(round(alpha * n))
     if kept in (0, n):
@@ -539,6 +539,11 @@ def _check_image_folder(key: str, data: dict, shapley: dict | None) -> None:
     folder = data["image_folder"]
     csv = Path(folder["metadata"])
     table: pd.DataFrame = read_metadata(csv, folder, key)
+    if data["n_train"] + data["n_val"] > len(table):
+        raise InputError(
+            f"config key '{key}.n_train': {data['n_train']} + {data['n_val']} images requested, {csv} lists "
+            f"{len(table)}"
+        )
     if shapley is not None:
         spec = shapley["contributors"]
         column = spec["column"] if spec["by"] == "column" else None
@@ -565,11 +570,6 @@ def _check_image_folder(key: str, data: dict, shapley: dict | None) -> None:
                 f"config key 'shapley.property.features': 'classifier' needs at least 2 labels, column "
                 f"{labels!r} of {csv} has 1; use features: inception"
             )
-    if data["n_train"] + data["n_val"] > len(table):
-        raise InputError(
-            f"config key '{key}.n_train': {data['n_train']} + {data['n_val']} images requested, {csv} lists "
-            f"{len(table)}"
-        )
     if folder.get("caption"):
         fill_captions(folder["caption"], table, key)
     root = Path(folder["path"])
