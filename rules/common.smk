@@ -280,17 +280,8 @@ def ensemble_shard_paths(method, split):
     ]
 
 
-def lds_models():
-    """(subset, seed) of every LDS retrain."""
-    return [
-        (m, s)
-        for m in range(config["lds"]["num_subsets"])
-        for s in config["lds"]["train_seeds"]
-    ]
-
-
 def lds_output_paths():
-    return [out(f"outputs/lds/{m}/seed{s}.npz") for m, s in lds_models()]
+    return retrain_output_paths("lds", retrain_models("lds"))
 
 
 # The lds section as rules' params, without the job-packing knob: changing it reruns no subsets or outputs.
@@ -303,13 +294,33 @@ def batches(items, size):
     return [items[i : i + size] for i in range(0, len(items), size)] if size > 1 else []
 
 
-def lds_batches():
-    """LDS retrains grouped lds.models_per_job to a job (train_lds_batch*, lds_outputs_batch*)."""
-    return batches(lds_models(), config["lds"]["models_per_job"])
+def retrain_models(branch):
+    """(subset, seed) of every retrain of a branch: "lds" (the evaluation subsets) or "datamodel"."""
+    section = config[branch]
+    return [
+        (m, s) for m in range(section["num_subsets"]) for s in section["train_seeds"]
+    ]
 
 
-def lds_model_paths(models):
-    return [out(f"models/lds/{m}/seed{s}") for m, s in models]
+def retrain_batches():
+    """(branch, b, models): the LDS and datamodel retrains grouped lds.models_per_job to a job
+    (train_{branch}_batch{b}, {branch}_outputs_batch{b}); none when models_per_job is 1.
+    """
+    return [
+        (branch, b, batch)
+        for branch in ("lds", "datamodel")
+        for b, batch in enumerate(
+            batches(retrain_models(branch), config["lds"]["models_per_job"])
+        )
+    ]
+
+
+def retrain_model_paths(branch, models):
+    return [out(f"models/{branch}/{m}/seed{s}") for m, s in models]
+
+
+def retrain_output_paths(branch, models):
+    return [out(f"outputs/{branch}/{m}/seed{s}.npz") for m, s in models]
 
 
 def method_splits(method):
@@ -396,11 +407,7 @@ DATAMODEL = config["datamodel"]
 
 
 def datamodel_output_paths():
-    return [
-        out(f"outputs/datamodel/{m}/seed{s}.npz")
-        for m in range(DATAMODEL["num_subsets"])
-        for s in DATAMODEL["train_seeds"]
-    ]
+    return retrain_output_paths("datamodel", retrain_models("datamodel"))
 
 
 def counterfactual_spec(method, j):

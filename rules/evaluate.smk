@@ -27,22 +27,22 @@ rule lds_outputs:
         "../scripts/lds_outputs.py"
 
 
-# With lds.models_per_job > 1, one job measures a batch of LDS models, each into its own file.
-for b, batch in enumerate(lds_batches()):
+# With lds.models_per_job > 1, one job measures a batch of LDS (or datamodel) retrains, each into its file.
+for branch, b, batch in retrain_batches():
 
     rule:
         name:
-            f"lds_outputs_batch{b}"
+            f"{branch}_outputs_batch{b}"
         input:
-            models=lds_model_paths(batch),
+            models=retrain_model_paths(branch, batch),
             val=split_images("val"),
             gen=split_images("gen"),
         output:
-            [out(f"outputs/lds/{m}/seed{s}.npz") for m, s in batch],
+            retrain_output_paths(branch, batch),
         log:
-            log_path("lds_outputs", f"batch{b}"),
+            log_path(f"{branch}_outputs", f"batch{b}"),
         benchmark:
-            bench_path("lds_outputs", f"batch{b}")
+            bench_path(f"{branch}_outputs", f"batch{b}")
         conda:
             "../envs/diffattr.yaml"
         threads: config["threads"]

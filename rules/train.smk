@@ -59,22 +59,22 @@ rule train_lds:
         "../scripts/train.py"
 
 
-# With lds.models_per_job > 1, one job trains a batch of LDS models in turn, each into its own
-# directory; Snakemake prefers these wildcard-free rules to train_lds for the models they list.
-for b, batch in enumerate(lds_batches()):
+# With lds.models_per_job > 1, one job trains a batch of LDS (or datamodel) retrains in turn, each into its
+# own directory; Snakemake prefers these wildcard-free rules to train_lds / train_datamodel for those models.
+for branch, b, batch in retrain_batches():
 
     rule:
         name:
-            f"train_lds_batch{b}"
+            f"train_{branch}_batch{b}"
         input:
             train=out("data/train.zarr"),
-            subsets=out("subsets/lds.npz"),
+            subsets=out(f"subsets/{branch}.npz"),
         output:
-            [directory(p) for p in lds_model_paths(batch)],
+            [directory(p) for p in retrain_model_paths(branch, batch)],
         log:
-            log_path("train_lds", f"batch{b}"),
+            log_path(f"train_{branch}", f"batch{b}"),
         benchmark:
-            bench_path("train_lds", f"batch{b}")
+            bench_path(f"train_{branch}", f"batch{b}")
         conda:
             "../envs/diffattr.yaml"
         threads: config["threads"]
@@ -85,7 +85,7 @@ for b, batch in enumerate(lds_batches()):
         params:
             model=config["model"],
             scheduler=config["scheduler"],
-            train={**config["train"], "checkpoints": 0},  # no TracIn checkpoints of LDS models
+            train={**config["train"], "checkpoints": 0},  # no TracIn checkpoints of retrains
             device=config["device"],
             models=[{"subset": m, "seed": s} for m, s in batch],
         script:

@@ -97,6 +97,33 @@ def test_coalition_batches_make_every_model_once_in_fewer_jobs(tmp_path):
     assert {rule: len(batched[rule]) for rule in others} == {rule: len(alone[rule]) for rule in others}
 
 
+def test_datamodel_retrains_are_batched_as_the_lds_retrains(tmp_path):
+    """lds.models_per_job packs the datamodel section's retrains (training and measuring) as it packs the
+    LDS ones: every model once, at most models_per_job to a job, the LDS retrains apart."""
+    config = {
+        **TINY,
+        "methods": {"TRAK": {"kind": "trak", "featurizer": "trak"}, "datamodel": {"kind": "datamodel"}},
+        "featurizers": {"trak": TINY["featurizers"]["trak"]},
+        "counterfactual": {"enabled": False},
+        "replace_sections": ["featurizers", "methods"],
+        "datamodel": {"num_subsets": 5},
+    }
+    plan = workflow_planned_outputs(
+        make_workspace(tmp_path, deep_update(config, {"lds": {"models_per_job": 2}}))
+    )
+    for stage, path in (
+        ("train_datamodel", "models/datamodel/{}/seed0"),
+        ("datamodel_outputs", "outputs/datamodel/{}/seed0.npz"),
+    ):
+        expected = sorted(f"results/tiny/{path.format(m)}" for m in range(5))
+        assert stage_outputs(plan, stage) == expected and stage not in plan
+        batched = [job for rule, jobs in plan.items() if rule.startswith(f"{stage}_batch") for job in jobs]
+        assert sorted(len(job) for job in batched) == [1, 2, 2]
+    assert "train_lds" not in plan and all(
+        len(job) == 2 for job in plan["train_lds_batch0"] + plan["train_lds_batch1"]
+    )
+
+
 def model_bytes(model_dir):
     """Every file of a saved model but the ones recording wall-clock seconds."""
     return {
