@@ -109,7 +109,7 @@ def test_datamodel_retrains_are_batched_as_the_lds_retrains(tmp_path):
         "datamodel": {"num_subsets": 5},
     }
     plan = workflow_planned_outputs(
-        make_workspace(tmp_path, deep_update(config, {"lds": {"models_per_job": 2}}))
+        make_workspace(tmp_path, deep_update(copy.deepcopy(config), {"lds": {"models_per_job": 2}}))
     )
     for stage, path in (
         ("train_datamodel", "models/datamodel/{}/seed0"),
