@@ -1,18 +1,10 @@
-"""Checks run once before any job: everything the config alone decides (dataset sizes, schedules, fractions
-that round to nothing, contributor counts) when the workflow is parsed, and the files and GPU the jobs
-to run need just before the first job starts (never in dry runs, which need no data)."""
+"""Everything a validated config alone decides, checked when the workflow is parsed: dataset sizes,
+schedules, fractions that round to nothing, image sizes a UNet round-trips, contributor counts."""
 
 from __future__ import annotations
 
-import copy
 import math
-import os
-import re
-import sys
-from collections.abc import Iterable
 from pathlib import Path
-
-import yaml
 
 from diffattr.errors import InputError
 from diffattr.paths import check_results_root
@@ -26,100 +18,12 @@ DATASETS = {
     "cifar10": {"classes": 10, "train": (5000,) * 10, "val": (1000,) * 10},
     "cifar100": {"classes": 100, "train": (500,) * 100, "val": (100,) * 100},
 }
-INCEPTION_FILE = "inception-2015-12-05.pt"  # clean-fid's torchscript, as in diffattr.properties
-SNAPSHOT_PARTS = ("unet", "text_encoder", "tokenizer", "vae")  # a diffusers snapshot, as in families.lora
-# Image side of the fixed-size datasets (an image folder's is data.image_folder.image_size).
 IMAGE_SIZES = {"digits": 8, "cifar10": 32, "cifar100": 32}
-DRY_RUN_NOTICE = "diffattr: dry run: input files and the GPU are not checked (they are before a real run)"
-OVERLAY_ADVICE = (
-    "Snakemake merges config files key by key over config.yaml, so an empty section keeps every default. "
-    "To replace methods or featurizers, list them under replace_sections in your file with the entries "
-    "you want; to replace anything else, write the complete config in one file and run with "
-    "--replace-workflow-config (config.yaml is then not read; the schema fills unset keys)"
-)
 
 
 def per_class(n: int, n_classes: int) -> list[int]:
     """Split n as evenly as possible across classes, as diffattr.data.per_class_counts does."""
     return [n // n_classes + (1 if c < n % n_classes else 0) for c in range(n_classes)]
-
-
-def check_overlays(files: Iterable[str | Path], cli_config: dict | None = None) -> None:
-    """Refuse empty sections (`methods: {}`) in command-line config files or --config: merging drops them."""
-    sources = [(f"in {file}", load_yaml_file(file)) for file in files]
-    sources.append(("in --config", cli_config or {}))
-    for where, data in sources:
-        key = _empty_mapping(data)
-        if key:
-            raise InputError(f"config key '{key}' {where}: empty, so it changes nothing. {OVERLAY_ADVICE}")
-
-
-def replace_sections(files: Iterable[str | Path], cli_config: dict | None = None) -> dict:
-    """Sections a config file lists under `replace_sections` take that file's content instead of merging.
-
-    Snakemake merges config files key by key over config.yaml, so a preset could never drop the demo's
-    methods or featurizers. From the last file that replaces a section, later files and --config merge
-    over it as usual. Returns the replaced sections only.
-    """
-    loaded = [(str(file), load_yaml_file(file)) for file in files]
-    replaced: dict = {}
-    for position, (file, data) in enumerate(loaded):
-        sections = data.get("replace_sections", [])
-        if not isinstance(sections, list):
-            raise InputError(f"config key 'replace_sections' in {file}: a list of section names")
-        for section in sections:
-            if not isinstance(data.get(section), dict) or not data[section]:
-                raise InputError(
-                    f"config key 'replace_sections' in {file}: '{section}' is not a non-empty section "
-                    "of this file"
-                )
-            replaced[section] = copy.deepcopy(data[section])
-            for extra in [d for _, d in loaded[position + 1 :]] + [cli_config or {}]:
-                if isinstance(extra.get(section), dict):
-                    _merge(replaced[section], extra[section])
-    return replaced
-
-
-def _merge(base: dict, extra: dict) -> None:
-    """Merge `extra` into `base` key by key, as Snakemake merges config files."""
-    for key, value in extra.items():
-        if isinstance(value, dict) and isinstance(base.get(key), dict):
-            _merge(base[key], value)
-        else:
-            base[key] = copy.deepcopy(value)
-
-
-def _empty_mapping(node: object, prefix: str = "") -> str | None:
-    if not isinstance(node, dict):
-        return None
-    for key, value in node.items():
-        path = f"{prefix}{key}"
-        if isinstance(value, dict) and not value:
-            return path
-        found = _empty_mapping(value, f"{path}.")
-        if found:
-            return found
-    return None
-
-
-def load_yaml_file(path: str | Path) -> dict:
-    """A config file as a dict; a syntax error names the file and line, in one line."""
-    try:
-        text = Path(path).read_text()
-    except OSError as exc:
-        raise InputError(f"{path}: cannot read ({exc.strerror})") from exc
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise InputError(f"{where}: YAML syntax error: {problem}") from exc
-    if data is None:
-        raise InputError(f"{path}: empty; a config file must be a mapping of keys (Snakemake refuses it too)")
-    if not isinstance(data, dict):
-        raise InputError(f"{path}: a config file must be a mapping of keys, not {type(data).__name__}")
-    return data
 
 
 def check_config(config: dict, workdir: str | Path, repo_root: str | Path) -> None:
@@ -402,7 +306,7 @@ def _check_contributors(shapley: dict, data: dict, data_key: str) -> None:
             f"config key 'shapley.contributors': {n} contributor from {data_key} "
             f"(by {shapley['contributors']['by']}); Shapley values need at least 2"
         )
-    _check_planted(shapley["contributors"]["planted"]["ids"], n)
+    check_planted(shapley["contributors"]["planted"]["ids"], n)
     alpha = shapley["heldout"]["alpha"]
     kept = int(round(alpha * n))
     if kept in (0, n):
@@ -417,7 +321,7 @@ def _check_contributors(shapley: dict, data: dict, data_key: str) -> None:
         )
 
 
-def _check_planted(ids: list[int], n: int, where: str = "") -> None:
+def check_planted(ids: list[int], n: int, where: str = "") -> None:
     """Planted ids are rows of contributors.csv (0..n-1; at most n for contributors counted in a CSV)."""
     outside = [i for i in ids if i >= n]
     if outside:
@@ -425,180 +329,3 @@ def _check_planted(ids: list[int], n: int, where: str = "") -> None:
             f"config key 'shapley.contributors.planted.ids': {outside} name no contributor; there are {n}"
             f"{where} (ids 0-{n - 1})"
         )
-
-
-def check_machine(config: dict, rules: set[str], local: bool, workdir: str | Path = ".") -> None:
-    """Input files of the rules about to run exist, and a requested GPU is there (local runs only)."""
-    if rules:
-        check_writable(config["results"], workdir)
-    for key, path in needed_files(config, rules):
-        if not Path(path).exists():
-            raise InputError(f"config key '{key}': file not found: {path}")
-        if key.endswith(".pretrained"):
-            missing = [part for part in SNAPSHOT_PARTS if not (Path(path) / part).is_dir()]
-            if missing:
-                raise InputError(
-                    f"config key '{key}': {path} is not a diffusers snapshot (no {', '.join(missing)}/)"
-                )
-    shapley = config["shapley"]
-    if shapley["enabled"] and "contributors" in rules:
-        data = shapley.get("data") or config["data"]
-        key = "shapley.data" if shapley.get("data") else "data"
-        if data["source"] == "image_folder":
-            _check_image_folder(key, data, shapley)
-    if config["lds"]["enabled"] and "prepare_data" in rules and config["data"]["source"] == "image_folder":
-        _check_image_folder("data", config["data"], None)
-    if local and config["device"] == "cuda":
-        import torch
-
-        if not torch.cuda.is_available():
-            raise InputError("config key 'device': 'cuda' requested but this machine has no CUDA device")
-
-
-def needed_files(config: dict, rules: set[str]) -> list[tuple[str, str]]:
-    """(config key, path) of every external input file the given rules read."""
-    files = []
-    shapley = config["shapley"]
-    sections = []
-    if config["lds"]["enabled"] and "prepare_data" in rules:
-        sections.append(("data", config["data"]))
-    if shapley["enabled"] and "contributors" in rules:
-        sections.append(
-            ("shapley.data" if shapley.get("data") else "data", shapley.get("data") or config["data"])
-        )
-    for key, data in sections:
-        if data["source"] in ("cifar10", "cifar100"):
-            files.append((f"{key}.{data['source']}_path", data[f"{data['source']}_path"]))
-        elif data["source"] == "image_folder" and data.get("image_folder"):
-            folder = data["image_folder"]
-            files += [
-                (f"{key}.image_folder.path", folder["path"]),
-                (f"{key}.image_folder.metadata", folder["metadata"]),
-            ]
-    files += model_weights(config, rules)
-    clip = config["clip"]["weights"]
-    if (
-        clip
-        and config["lds"]["enabled"]
-        and any(r.startswith(("clip_scores", "counterfactual")) for r in rules)
-    ):
-        files.append(("clip.weights", clip))
-    prop = shapley["property"]
-    if shapley["enabled"] and any(r.startswith(("coalition_property", "reference_features")) for r in rules):
-        if prop["name"] == "aesthetic":
-            files += [(f"shapley.property.clip.{k}", prop["clip"][k]) for k in ("weights", "head")]
-        elif prop["features"] == "inception":
-            path = Path(prop["inception_path"])
-            files.append(
-                ("shapley.property.inception_path", str(path / INCEPTION_FILE if path.is_dir() else path))
-            )
-    return files
-
-
-def model_weights(config: dict, rules: set[str]) -> list[tuple[str, str]]:
-    """(config key, path) of the local weights a model family loads (autoencoder, Stable Diffusion
-    snapshot), for the branches whose model-building rules are about to run; a missing key is an error."""
-    shapley = config["shapley"]
-    branches = [("model", config["model"], ("train_",))]
-    if shapley["enabled"]:
-        key = "shapley.model" if shapley.get("model") else "model"
-        branches.append((key, shapley.get("model") or config["model"], ("coalition_model", "prune")))
-    files = []
-    for key, model, prefixes in branches:
-        weights = {"latent": "vae", "lora": "pretrained"}.get(model.get("family", "pixel"))
-        if weights is None or not any(rule.startswith(prefixes) for rule in rules):
-            continue
-        if not model.get(weights):
-            raise InputError(f"config key '{key}.{weights}': required by family {model['family']!r}")
-        files.append((f"{key}.{weights}", model[weights]))
-    return files
-
-
-def check_writable(results: str, workdir: str | Path) -> None:
-    """The results folder may be anywhere (a symlink out of the repository too), but must be a folder this
-    user can write, or be creatable in one; checked before the first job rather than failing in it."""
-    root = Path(workdir) / results
-    probe = root
-    while not probe.exists():
-        if probe.is_symlink():
-            raise InputError(f"config key 'results': {probe} is a symlink to nowhere ({os.readlink(probe)})")
-        probe = probe.parent
-    if not probe.is_dir():
-        raise InputError(f"config key 'results': {results!r} cannot be created, {probe} is not a folder")
-    if not os.access(probe, os.W_OK | os.X_OK):
-        raise InputError(f"config key 'results': {results!r} is not writable ({probe.resolve()})")
-
-
-def _check_image_folder(key: str, data: dict, shapley: dict | None) -> None:
-    """The metadata CSV reads (see diffattr.data.read_metadata), has the needed columns, rows and a value in
-    every contributor cell, and every file it lists exists; `shapley` is given for the contributor branch."""
-    import pandas as pd
-
-    from diffattr.data import fill_captions, missing_cell, read_metadata
-
-    folder = data["image_folder"]
-    csv = Path(folder["metadata"])
-    table: pd.DataFrame = read_metadata(csv, folder, key)
-    if data["n_train"] + data["n_val"] > len(table):
-        raise InputError(
-            f"config key '{key}.n_train': {data['n_train']} + {data['n_val']} images requested, {csv} lists "
-            f"{len(table)}"
-        )
-    if shapley is not None:
-        spec = shapley["contributors"]
-        column = spec["column"] if spec["by"] == "column" else None
-        if column is not None and column not in table.columns:
-            raise InputError(
-                f"config key 'shapley.contributors.column': no column {column!r} in {csv} "
-                f"(has {list(table.columns)})"
-            )
-        if column is not None:
-            missing_cell(table, column, csv)
-        counted = column or (folder.get("label_column") if spec["by"] == "class" else None)
-        if counted:
-            _check_planted(
-                spec["planted"]["ids"], table[counted].nunique(), f" values of {counted!r} in {csv}"
-            )
-        labels, prop = folder.get("label_column"), shapley["property"]
-        if (
-            prop["name"] != "aesthetic"
-            and prop["features"] == "classifier"
-            and labels
-            and table[labels].nunique() < 2
-        ):
-            raise InputError(
-                f"config key 'shapley.property.features': 'classifier' needs at least 2 labels, column "
-                f"{labels!r} of {csv} has 1; use features: inception"
-            )
-    if folder.get("caption"):
-        fill_captions(folder["caption"], table, key)
-    root = Path(folder["path"])
-    missing = [name for name in table[folder["file_column"]] if not (root / name).is_file()]
-    if missing:
-        raise InputError(
-            f"config key '{key}.image_folder.path': {len(missing)} file(s) listed in {csv} not found, "
-            f"first {root / missing[0]}"
-        )
-
-
-def is_dry_run(argv: list[str]) -> bool:
-    """Whether the Snakemake command line asks for a dry run (-n, --dry-run, --dryrun, -np)."""
-    return any(arg in ("--dry-run", "--dryrun") or re.fullmatch(r"-[a-zA-Z]*n[a-zA-Z]*", arg) for arg in argv)
-
-
-def main(argv: list[str]) -> int:
-    """`python -m diffattr.preflight FILE...`: locate YAML errors and empty sections in config files.
-
-    Snakemake reports a broken --configfile without its name or line; this names both.
-    """
-    try:
-        check_overlays(argv)
-    except InputError as err:
-        print(f"diffattr: {err}", file=sys.stderr)
-        return 1
-    print(f"diffattr: {len(argv)} config file(s) read without error")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
