@@ -683,7 +683,7 @@ onstart:
     )
 
 
-# The one report (rules/report.smk, src/diffattr/report.py): a section shows when its inputs are here.
+# The one report (rules/report.smk, src/diffattr/report/): a section shows when its inputs are here.
 def report_inputs():
     """Named inputs of the report: the results of every enabled branch."""
     inputs = {}

@@ -1,4 +1,4 @@
-# Report: one page per experiment with the results of every enabled branch (src/diffattr/report.py).
+# Report: one page per experiment with the results of every enabled branch (src/diffattr/report/).
 
 
 rule report:

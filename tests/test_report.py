@@ -14,9 +14,18 @@ import pandas as pd
 import pytest
 from matplotlib.container import ErrorbarContainer
 
-from diffattr import report
 from diffattr.data import ImageSet, write_imageset
-from diffattr.report import SECTIONS, Report, Section, branch_timings, build_report, config_hash
+from diffattr.report import (
+    SECTIONS,
+    Report,
+    Section,
+    attribution_sections,
+    branch_timings,
+    build_report,
+    config_hash,
+    contributor_sections,
+    figures,
+)
 from diffattr.store import write_arrays, write_json, write_npz
 
 METHODS = ["TRAK", "D-TRAK", "pixel"]
@@ -379,7 +388,7 @@ def test_bars_accept_a_ci_that_excludes_its_estimate_or_is_missing():
     fig, ax = plt.subplots()
     value = np.array([0.3, 0.2, 0.1])
     err = np.array([[-0.05, np.nan, 0.02], [0.1, np.nan, 0.02]])
-    report.grouped_bars(ax, ["a", "b", "c"], {"seed-averaged": (value, err)}, horizontal=False)
+    figures.grouped_bars(ax, ["a", "b", "c"], {"seed-averaged": (value, err)}, horizontal=False)
     bars = next(c for c in ax.containers if isinstance(c, ErrorbarContainer))
     lengths = [float(s[1][1] - s[0][1]) for s in bars.lines[2][0].get_segments()]
     assert np.round(lengths, 6).tolist() == [0.1, 0.0, 0.04]  # the negative side drawn as 0
@@ -390,7 +399,9 @@ def test_lds_section_shows_the_interval_over_subsets_first_and_draws_it(results,
     """The papers' interval (over subsets) is the table's first CI and the figure's error bars; the text
     names both intervals."""
     path = results["inputs"]["lds"]
-    section = report.lds_section(Report(tmp_path, {"lds": path}, {"level": 0.9}, {}, figures={"lds"}))
+    section = attribution_sections.lds_section(
+        Report(tmp_path, {"lds": path}, {"level": 0.9}, {}, figures={"lds"})
+    )
     header = re.findall(r"<th>(\w+)</th>", section.body)
     assert (
         header.index("subsets_ci_low") < header.index("targets_ci_low")
@@ -398,7 +409,7 @@ def test_lds_section_shows_the_interval_over_subsets_first_and_draws_it(results,
     )
     assert "resample the subsets" in section.body and "resample the targets" in section.body
     lds = pd.read_csv(path)
-    fig = report.lds_figure(lds)
+    fig = figures.lds_figure(lds)
     bars = next(c for c in fig.axes[0].containers if isinstance(c, ErrorbarContainer))
     ends = [(s[0][1], s[1][1]) for s in bars.lines[2][0].get_segments()]
     val = lds[lds["split"] == "val"]
@@ -410,7 +421,7 @@ def test_top_attributions_with_fewer_methods_than_a_line_holds():
     targets = np.zeros((2, 1, 8, 8), np.uint8)
     train = np.arange(5 * 64, dtype=np.uint8).reshape(5, 1, 8, 8)
     scores = {"D-TRAK": np.random.default_rng(0).normal(size=(2, 5))}
-    fig = report.top_attributions_figure(targets, train, scores, top=4)
+    fig = figures.top_attributions_figure(targets, train, scores, top=4)
     assert len(fig.axes) == 2 * (1 + 4)
     plt.close(fig)
 
@@ -422,11 +433,11 @@ def test_values_section_names_the_coalitions_the_values_were_fitted_on():
     from tests.workflow_helpers import ROOT
 
     config = validate(yaml.safe_load((ROOT / "config.yaml").read_text()))
-    demo = report._coalitions_used(Report(Path("."), {}, {}, config))
+    demo = contributor_sections._coalitions_used(Report(Path("."), {}, {}, config))
     assert "every contributor alone and every leave-one-out" in demo and "datamodel" not in demo
     config["shapley"]["enumerate_sizes"] = False
     config["shapley"]["datamodel"].update(num_coalitions=100, alpha=0.5)
-    drawn = report._coalitions_used(Report(Path("."), {}, {}, config))
+    drawn = contributor_sections._coalitions_used(Report(Path("."), {}, {}, config))
     assert drawn == (
         "20 fit coalitions drawn for kernelshap; "
         "the ridge datamodel on its own 100 random coalitions (alpha 0.5)."

@@ -108,7 +108,7 @@ def counterfactual_figure(
 ) -> None:
     """One row per target: the original generated image, then each method's regenerated image with its
     pixel L2 distance to the original."""
-    from diffattr.report import plt, save_figure
+    from diffattr.report.figures import plt, save_figure
 
     def show(ax, image: np.ndarray) -> None:
         ax.imshow(image.transpose(1, 2, 0).squeeze(), cmap="gray", vmin=0, vmax=255)
