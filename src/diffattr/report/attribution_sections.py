@@ -7,6 +7,7 @@ import pandas as pd
 
 from diffattr.report.figures import dominating_norm_figure, lds_figure, top_attributions_figure
 from diffattr.report.page import Report, Section
+from diffattr.report.published import PUBLISHED, lds_beside_published
 from diffattr.store import read_arrays, read_npz
 
 
@@ -26,6 +27,12 @@ D-TRAK; the error bars) and <code>targets_ci_low</code>/<code>_high</code> resam
 (percentile).</p>
 {report.figure(lds_figure(lds), "lds", [path], caption)}
 {report.table(lds, [path], decimals=3)}"""
+    beside = lds_beside_published(lds, report.config)
+    if not beside.empty:
+        body += f"""<h3>Beside the published values</h3>
+<p>This run follows D-TRAK's CIFAR-2 protocol: our LDS (in %) of each single-model TRAK-kind method
+beside the value the paper published for the same split, output function, K timesteps and k dims.</p>
+{report.table(beside, [path, str(PUBLISHED)], decimals=2)}"""
     return Section("lds", "Linear datamodeling score", body)
 
 

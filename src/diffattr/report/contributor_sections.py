@@ -10,6 +10,7 @@ import pandas as pd
 
 from diffattr.report.figures import contributor_counterfactual_figure, shapley_lds_figure, values_figure
 from diffattr.report.page import Report, Section
+from diffattr.report.published import PUBLISHED, agreement_beside_published
 
 
 def values_section(report: Report) -> Section | None:
@@ -75,9 +76,16 @@ def agreement_section(report: Report) -> Section | None:
     path = report.input("agreement")
     if path is None:
         return None
+    agreement = pd.read_csv(path)
     body = f"""<p>Pearson and Spearman correlation of each way's contributor values with those from
 retraining (the gold standard), with bootstrap CIs over contributors.</p>
-{report.table(pd.read_csv(path), [path])}"""
+{report.table(agreement, [path])}"""
+    beside = agreement_beside_published(agreement, report.config)
+    if not beside.empty:
+        body += f"""<h3>Beside the published values</h3>
+<p>This run follows one of Lu et al.'s settings: our Pearson agreement of sparsified fine-tuning with
+retraining beside theirs, which grows with the fine-tuning steps per coalition.</p>
+{report.table(beside, [path, str(PUBLISHED)], decimals=2)}"""
     return Section("agreement", "Agreement with retraining", body)
 
 
