@@ -111,6 +111,25 @@ def demo_timings() -> str:
     return "```\n" + (DEMO_METRICS / "timings.txt").read_text().strip() + "\n```"
 
 
+def preset_plans() -> str:
+    """Each preset's jobs and the GPU-hours they reserve, from benchmarks/results/presets.csv."""
+    plans = pd.read_csv(ROOT / "benchmarks" / "results" / "presets.csv")
+    rows = ["| preset | jobs | GPU jobs | GPU-hours reserved |", "|---|---|---|---|"]
+    for plan in plans.itertuples():
+        if plan.preset.startswith("demo-"):  # variants of the demo, which runs on CPU (make demo)
+            rows.append(f"| `{plan.preset}` | {plan.jobs:,} | - (CPU) | - |")
+        else:
+            rows.append(
+                f"| `{plan.preset}` | {plan.jobs:,} | {plan.gpu_jobs:,} | {plan.gpu_hours_requested:,} |"
+            )
+    commit = plans["commit"].iloc[0]
+    return "\n".join(rows) + (
+        f"\n\n(Dry runs at commit {commit}, `python benchmarks/preset_plans.py`. GPU-hours reserved: the sum"
+        " of the GPU jobs' time limits from `config.yaml`'s `resources:`, what a cluster holds at most, not"
+        " a measurement.)"
+    )
+
+
 def test_durations() -> str:
     return durations_table(DURATIONS.read_text())
 
@@ -180,6 +199,7 @@ PARTS: list[tuple[Path, str | None, Callable[[], str]]] = [
     (ROOT / "README.md", "demo-lds", demo_lds),
     (ROOT / "README.md", "demo-all-methods", demo_all_methods),
     (ROOT / "README.md", "demo-contributors", demo_contributors),
+    (ROOT / "README.md", "preset-plans", preset_plans),
     (ROOT / "docs" / "results.md", "demo-lds", demo_lds),
     (ROOT / "docs" / "results.md", "demo-counterfactual", demo_counterfactual),
     (ROOT / "docs" / "results.md", "demo-all-methods", demo_all_methods),

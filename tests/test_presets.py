@@ -36,6 +36,9 @@ def test_every_preset_plans_its_jobs_and_plants_nothing_unasked(preset):
     config = yaml.safe_load(preset.read_text())
     jobs = preset_jobs(preset.stem)
     assert jobs.get("all") == 1, jobs
+    # README's table of jobs per preset (benchmarks/results/presets.csv, python benchmarks/preset_plans.py)
+    committed = pd.read_csv(ROOT / "benchmarks" / "results" / "presets.csv").set_index("preset")["jobs"]
+    assert committed[preset.stem] == sum(jobs.values()), "rerun python benchmarks/preset_plans.py"
     shapley = config.get("shapley") or {}
     if shapley.get("enabled"):
         # config.yaml's demo plants two corrupted contributors; a preset must not inherit them
