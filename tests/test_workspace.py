@@ -16,6 +16,7 @@ from pathlib import Path
 from subprocess import PIPE
 
 import pytest
+import yaml
 
 from diffattr.workspace import takes_workspace
 from tests.workflow_helpers import ROOT, SNAKEMAKE, TINY, make_workspace
@@ -68,6 +69,13 @@ while not (ws / "release").exists():
 )
 def test_only_commands_that_run_jobs_take_the_workspace(argv, takes):
     assert takes_workspace(argv) is takes
+
+
+@pytest.mark.parametrize("profile", ["local", "slurm"])
+def test_both_profiles_rerun_incomplete_jobs(profile):
+    assert (
+        yaml.safe_load((ROOT / "profiles" / profile / "config.yaml").read_text())["rerun-incomplete"] is True
+    )
 
 
 def wait_for(path: Path, process: subprocess.Popen, timeout: float = 60) -> None:
