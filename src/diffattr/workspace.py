@@ -4,10 +4,10 @@ Snakemake's own lock is a set of files: a killed driver leaves them behind (the 
 `--unlock`), and two drivers started at once can both get past them. The driver here takes an
 exclusive flock(2) on `.snakemake/diffattr/driver.lock` first; the kernel releases it when the driver
 exits, `kill -9` included, so while it is held no other driver lives, and Snakemake's lock files are
-stale by construction. Jobs (diffattr.runtime.job) hold a shared flock on `jobs.lock` for their life
-and run only for the driver that is current (its token, passed in the environment): a new driver
-waits for the jobs a killed one left running, and their queued jobs stop when they start, so no two
-jobs ever write the same output.
+stale by construction. Jobs (diffattr.runtime.job; on a cluster also the Snakefile, before Snakemake
+clears their outputs) hold a shared flock on `jobs.lock` for their life and run only for the current
+driver (its token, passed in the environment): a new driver waits for the jobs a killed one left
+running, and its queued jobs stop when they start, so no two jobs ever write the same output.
 """
 
 from __future__ import annotations
@@ -53,8 +53,6 @@ READ_ONLY = (
     "generate_unit_tests",
 )
 
-_held: list[int] = []  # descriptors of the locks this process holds: open for its life, never closed
-
 
 class WorkspaceBusy(InputError):
     """Another driver holds the workspace, or a job belongs to a driver that is no longer current."""
@@ -79,7 +77,10 @@ def takes_workspace(argv: list[str]) -> bool:
 
 
 def _lock(path: Path, mode: int) -> int:
-    """Open `path` (created if missing) and flock it with `mode`; the descriptor, or raise OSError."""
+    """Open `path` (created if missing) and flock it with `mode`; the descriptor, or raise OSError.
+
+    Nothing closes the descriptor unless asked: the lock lasts until the process exits.
+    """
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
     try:
         fcntl.flock(fd, mode)
@@ -110,7 +111,7 @@ def hold_workspace(workdir: Path) -> None:
     state = workdir / STATE
     state.mkdir(parents=True, exist_ok=True)
     try:
-        driver = _lock(state / "driver.lock", fcntl.LOCK_EX | fcntl.LOCK_NB)
+        _lock(state / "driver.lock", fcntl.LOCK_EX | fcntl.LOCK_NB)  # held until this driver exits
     except BlockingIOError:
         current = state / "driver"
         owner = current.read_text().rsplit(" ", 1)[0] if current.exists() else "unknown"
@@ -126,7 +127,6 @@ def hold_workspace(workdir: Path) -> None:
             file=sys.stderr,
         )
         return
-    _held.append(driver)
 
     stale = workdir / ".snakemake" / "locks"
     if stale.is_dir() and any(stale.iterdir()):
@@ -166,7 +166,7 @@ def join_driver(workdir: Path) -> None:
     if not token or not (state / "driver").exists():
         return
     try:
-        _held.append(_lock(state / "jobs.lock", fcntl.LOCK_SH))
+        _lock(state / "jobs.lock", fcntl.LOCK_SH)  # held until this job exits
     except OSError as err:
         if err.errno not in NO_LOCKING:
             raise
