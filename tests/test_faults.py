@@ -1,5 +1,6 @@
 """No lost work under faults: the workflow killed (SIGKILL, driver and jobs at once) during every kind of
-stage, then resumed, ends with the same bits as an uninterrupted run and never redoes a finished job.
+stage, then resumed with the same command (profiles/local, which reruns incomplete jobs; no --unlock),
+ends with the same bits as an uninterrupted run and never redoes a finished job.
 
 Each branch starts from a copy of its shared tiny run with the outputs of a few jobs of the killed stages
 deleted (whole batch jobs: a batch job remakes all its models), and is compared with that run."""
@@ -107,13 +108,14 @@ def started(workdir: Path, stages: set[str], since: float) -> str | None:
 def kill_during_each_stage(
     workdir: Path, stages: list[str], targets: list[str], rng: random.Random
 ) -> tuple[int, dict[str, tuple[int, int]]]:
-    """Start the run, SIGKILL it a random moment after a job of a not-yet-killed stage starts, resume;
-    until every stage kind was hit. Returns the kills and the outputs finished at each kill."""
+    """Start the run, SIGKILL it a random moment after a job of a not-yet-killed stage starts, resume with
+    the same command (no --unlock); until every stage kind was hit. Returns the kills and the outputs
+    finished at each kill."""
     remaining, kills, finished = set(stages), 0, {}
     while remaining:
         since = time.time()
         driver = subprocess.Popen(
-            [*SNAKEMAKE, "-d", str(workdir), "--cores", "2", "--rerun-incomplete", *targets],
+            [*SNAKEMAKE, "-d", str(workdir), "--profile", "profiles/local", "--cores", "2", *targets],
             cwd=ROOT,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -132,7 +134,6 @@ def kill_during_each_stage(
         remaining.discard(stage)
         for path, stamp in output_files(workdir).items():
             finished.setdefault(path, stamp)
-        snakemake(workdir, "--unlock")
     assert not remaining, f"no job of {sorted(remaining)} was caught running"
     return kills, finished
 
@@ -156,7 +157,7 @@ def assert_killed_runs_resume_to_the_bits_of(uninterrupted, faulty, stages, targ
     """Kill `faulty` during each of `stages`, resume it to `targets`: no finished output is redone, and
     every result file has the bytes of the `uninterrupted` run (the deleted ones made again among them)."""
     kills, finished = kill_during_each_stage(faulty, stages, targets, random.Random(seed))
-    snakemake(faulty, "--cores", "2", "--rerun-incomplete", *targets)
+    snakemake(faulty, "--profile", "profiles/local", "--cores", "2", *targets)
 
     after = output_files(faulty)
     redone = sorted(path for path, stamp in finished.items() if after.get(path) != stamp)

@@ -184,7 +184,6 @@ def test_killed_training_job_leaves_nothing_complete_and_rerun_redoes_only_it(tm
     driver.wait()
     assert not (workdir / target).exists()
     assert (workdir / "results/tiny/data/train.zarr").is_dir()
-    snakemake(workdir, "--unlock")
     assert planned_jobs(workdir, target) == {"train_full": 1}
 
 

@@ -10,13 +10,21 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from diffattr.errors import InputError
+from diffattr.workspace import WorkspaceBusy, join_driver
 
 STARTUP = "start-up"  # the log line diffattr.timings reads each job's start-up cost from
 
 
 @contextlib.contextmanager
 def job(log_file: str | Path, threads: int = 1) -> Iterator[logging.Logger]:
-    """Log (INFO) to `log_file`; on InputError print `diffattr: <message>` and exit 1, no traceback."""
+    """Log (INFO) to `log_file`; on InputError print `diffattr: <message>` and exit 1, no traceback.
+
+    A job of a driver that a newer one replaced stops here, before it writes anything (diffattr.workspace).
+    """
+    try:
+        join_driver(Path.cwd())
+    except WorkspaceBusy as err:
+        sys.exit(f"diffattr: {err}")
     Path(log_file).parent.mkdir(parents=True, exist_ok=True)
     handler = logging.FileHandler(log_file, mode="w")
     handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(message)s", "%H:%M:%S"))
