@@ -285,6 +285,11 @@ def run_case(case: str, threads: int) -> dict:
     }
 
 
+def _cell(value: float | None, fmt: str) -> str:
+    """A table cell: blank when there is no value (no reference case, a load not recorded)."""
+    return "" if value is None or np.isnan(value) else fmt.format(value)
+
+
 def summarize(rows: list[dict]) -> str:
     lines = [
         "| model | parameters | case | sample-timesteps/s | vs reference | vs training step | "
@@ -303,10 +308,10 @@ def summarize(rows: list[dict]) -> str:
             )
             lines.append(
                 f"| {name} | {r['parameters'] / 1e6:.2f}M | {label} | {r['throughput']:.3g} | "
-                f"{r['throughput'] / ref if ref else float('nan'):.1f}x | "
-                f"{100 * r['throughput'] / train if train else float('nan'):.0f}% | "
-                f"{'' if np.isnan(share) else f'{100 * share:.0f}%'} | {r['peak_rss_mb']:.0f} | "
-                f"{r['threads']} | {r.get('load_avg_1m', float('nan')):.1f} | {r.get('measured', '')} |"
+                f"{_cell(r['throughput'] / ref if ref else None, '{:.1f}x')} | "
+                f"{_cell(100 * r['throughput'] / train if train else None, '{:.0f}%')} | "
+                f"{_cell(100 * share, '{:.0f}%')} | {_cell(r['peak_rss_mb'], '{:.0f}')} | "
+                f"{r['threads']} | {_cell(r.get('load_avg_1m'), '{:.1f}')} | {r.get('measured', '')} |"
             )
     return "\n".join(lines)
 

@@ -130,6 +130,12 @@ def preset_plans() -> str:
     )
 
 
+def featurize_benchmark() -> str:
+    """The featurization benchmark's table, as `make bench` wrote it to benchmarks/results/featurize.md."""
+    text = (ROOT / "benchmarks" / "results" / "featurize.md").read_text()
+    return "\n".join(line for line in text.splitlines() if line.startswith("|"))
+
+
 def test_durations() -> str:
     return durations_table(DURATIONS.read_text())
 
@@ -205,6 +211,7 @@ PARTS: list[tuple[Path, str | None, Callable[[], str]]] = [
     (ROOT / "docs" / "results.md", "demo-all-methods", demo_all_methods),
     (ROOT / "docs" / "testing.md", "test-durations", test_durations),
     (ROOT / "docs" / "performance.md", "demo-timings", demo_timings),
+    (ROOT / "docs" / "performance.md", "featurize", featurize_benchmark),
     (ROOT / "docs" / "configuration.md", None, configuration),
 ]
 
