@@ -517,6 +517,13 @@ def fit_property_paths(how):
     return [property_path(how, c, SHAPLEY_SEED) for c in fit_coalitions()]
 
 
+def endpoint_property_paths(how):
+    """v(empty) and v(full) of a way's values: the retrained models' (shapley.endpoints: retrain, Lu et
+    al.'s) or the way's own empty and full coalition models (own)."""
+    source = "retrain" if SHAPLEY["endpoints"] == "retrain" else how
+    return [property_path(source, c, SHAPLEY_SEED) for c in ("empty", "full")]
+
+
 def retrained_property_paths(coalitions):
     return [
         property_path("retrain", c, s)

@@ -157,6 +157,7 @@ rule shapley_values:
         table=sout("data/contributors.csv"),
         coalitions=sout("subsets/coalitions.npz"),
         properties=lambda wc: fit_property_paths(wc.how),
+        endpoints=lambda wc: endpoint_property_paths(wc.how),
     output:
         report(
             sout("values/{estimator}-{how}.csv"),
@@ -175,6 +176,7 @@ rule shapley_values:
         runtime=config["resources"]["runtime"],
     params:
         coalitions=fit_coalitions(),
+        endpoints=SHAPLEY["endpoints"],
         prop=SHAPLEY["property"]["name"],
         bootstrap=SHAPLEY["bootstrap"],
         seed=SHAPLEY["seed"],

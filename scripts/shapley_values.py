@@ -15,6 +15,8 @@ with job(snakemake.log[0]) as log:
         c: json.loads(open(f).read())["value"]
         for c, f in zip(p.coalitions, snakemake.input.properties, strict=True)
     }
+    # v(empty), v(full): the retrained models' (shapley.endpoints: retrain) or the way's own
+    empty, full = (json.loads(open(f).read())["value"] for f in snakemake.input.endpoints)
     coalitions = read_npz(snakemake.input.coalitions)
     # the datamodel baseline is fitted on its own coalitions when it has them, else on the fit design
     kind = "dm" if wc.estimator == "datamodel" and len(coalitions["dm"]) else "fit"
@@ -27,8 +29,8 @@ with job(snakemake.log[0]) as log:
         wc.estimator,
         masks,
         values,
-        measured["empty"],
-        measured["full"],
+        empty,
+        full,
         p.bootstrap,
         p.seed,
         weights,
@@ -38,8 +40,11 @@ with job(snakemake.log[0]) as log:
     table["property"], table["estimator"], table["how"] = p.prop, wc.estimator, wc.how
     write_csv(snakemake.output[0], table)
     log.info(
-        "v(empty) %.4f, v(full) %.4f, sum of values %.4f",
+        "v(empty) %.4f, v(full) %.4f (%s), sum of values %.4f; own v(empty) %.4f, v(full) %.4f",
+        empty,
+        full,
+        p.endpoints,
+        result.values.sum(),
         measured["empty"],
         measured["full"],
-        result.values.sum(),
     )

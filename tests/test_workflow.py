@@ -3,6 +3,7 @@
 import copy
 import json
 import os
+import re
 import signal
 import subprocess
 import time
@@ -220,6 +221,10 @@ def test_tiny_shapley_run_writes_values_metrics_and_report(tiny_shapley_run):
         removed = f"{row.removed}-{row.ranked_by.removeprefix('kernelshap-')}"
         assert (row.value, row.full) == pytest.approx((measured[removed], measured["full"])), row
         assert row.change == pytest.approx(row.value - row.full), row
+    # KernelSHAP's constrained solve: every way's values sum to v(full) - v(empty) of the retrained models
+    for how in ("sparse_ft", "retrain"):
+        total = pd.read_csv(out / "values" / f"kernelshap-{how}.csv")["value"].sum()
+        assert total == pytest.approx(measured["full"] - measured["empty"], abs=1e-6), how
     report = tiny_shapley_run / "results" / "tiny-shapley" / "report"
     figures = {p.name for p in (report / "figures").iterdir()}
     assert {"values.png", "shapley_lds.png", "contributor_counterfactual.png"} <= figures
@@ -227,6 +232,19 @@ def test_tiny_shapley_run_writes_values_metrics_and_report(tiny_shapley_run):
     for section in ("Contributor values", "planted"):
         assert section in page, section
     assert planned_jobs(tiny_shapley_run) == {}
+
+
+@pytest.mark.parametrize("endpoints", ["retrain", "own"])
+def test_every_way_takes_its_endpoints_from_retraining_or_its_own_models(endpoints, tmp_path):
+    """shapley.endpoints: sparse FT's values are fitted with v(empty), v(full) of the retrained empty and
+    full models (Lu et al.) or of its own; the planned job reads exactly those two properties."""
+    config = deep_update(copy.deepcopy(TINY_SHAPLEY), {"shapley": {"endpoints": endpoints}})
+    dry = snakemake(make_workspace(tmp_path, config), "-n").stdout
+    job = re.search(r"rule shapley_values:\n    input: (.*)\n    output: \S*kernelshap-sparse_ft.csv", dry)
+    inputs = job.group(1).split(", ")
+    source = "retrain" if endpoints == "retrain" else "sparse_ft"
+    for coalition in ("empty", "full"):
+        assert f"results/tiny-shapley/shapley/properties/{source}/{coalition}/seed0.json" in inputs[-2:]
 
 
 @pytest.mark.slow
