@@ -82,6 +82,7 @@ METHOD_KINDS: dict[str, MethodKind] = {
     "renormalized_if": MethodKind(
         **_LOCAL, score="diffattr.influence:renormalized_influence_function", damping=True
     ),
+    "datainf": MethodKind(**_LOCAL, score="diffattr.datainf:datainf_score_function", damping=True),
     "grad_dot": MethodKind(**_LOCAL, score="diffattr.influence:gradient_dot_function"),
     "grad_cosine": MethodKind(**_LOCAL, score="diffattr.influence:gradient_cosine_function"),
     "tracin": MethodKind(**_CHECKPOINTS, score="diffattr.influence:tracin", train_at_draws=True),
