@@ -14,7 +14,7 @@ rule featurize_journey:
     benchmark:
         bench_path("featurize_journey", "{method}-{shard}")
     wildcard_constraints:
-        method=name_regex(methods_of_kind("journey_trak")),
+        method=name_regex(methods_where(lambda kind: kind.trajectories)),
     conda:
         "../envs/diffattr.yaml"
     threads: config["threads"]
@@ -45,7 +45,7 @@ rule trak_scores:
     benchmark:
         bench_path("trak_scores", "{method}-{target_split}")
     wildcard_constraints:
-        method=name_regex(methods_of_kinds(["trak", "journey_trak"])),
+        method=name_regex(methods_scored_by("trak_scores")),
     conda:
         "../envs/diffattr.yaml"
     resources:
@@ -71,7 +71,7 @@ rule clip_scores:
     benchmark:
         bench_path("clip_scores", "{method}-{target_split}")
     wildcard_constraints:
-        method=name_regex(methods_of_kind("clip")),
+        method=name_regex(methods_scored_by("clip_scores")),
     conda:
         "../envs/diffattr.yaml"
     threads: config["threads"]
@@ -97,7 +97,7 @@ rule pixel_scores:
     benchmark:
         bench_path("pixel_scores", "{method}-{target_split}")
     wildcard_constraints:
-        method=name_regex(methods_of_kind("pixel")),
+        method=name_regex(methods_scored_by("pixel_scores")),
     conda:
         "../envs/diffattr.yaml"
     resources:
@@ -118,7 +118,7 @@ rule local_scores:
     benchmark:
         bench_path("local_scores", "{method}-{target_split}")
     wildcard_constraints:
-        method=name_regex(methods_of_kinds(LOCAL_KINDS)),
+        method=name_regex(methods_scored_by("local_scores")),
     conda:
         "../envs/diffattr.yaml"
     resources:
@@ -142,7 +142,7 @@ rule tracin_scores:
     benchmark:
         bench_path("tracin_scores", "{method}-{target_split}")
     wildcard_constraints:
-        method=name_regex(methods_of_kinds(CHECKPOINT_KINDS)),
+        method=name_regex(methods_scored_by("tracin_scores")),
     conda:
         "../envs/diffattr.yaml"
     resources:
@@ -197,7 +197,7 @@ rule ekfac_scores:
     benchmark:
         bench_path("ekfac_scores", "{method}-{target_split}")
     wildcard_constraints:
-        method=name_regex(methods_of_kind("ekfac")),
+        method=name_regex(methods_scored_by("ekfac_scores")),
     conda:
         "../envs/diffattr.yaml"
     threads: config["threads"]

@@ -5,17 +5,29 @@ import re
 import sys
 from types import SimpleNamespace
 
-from diffattr.config import CHECKPOINT_KINDS
+from diffattr.registry import ESTIMATORS as ESTIMATOR_KINDS
+from diffattr.registry import PROPERTIES, method_kind
 from diffattr.preflight import check_machine
 
 OUT = f"{config['results']}/{config['experiment']}"
 TARGET_SPLITS = ["val", "gen"]
 
-# CLIP-similarity methods need a local CLIP checkpoint; without one (the demo) they are left out.
-for _name in [n for n, m in config["methods"].items() if m["kind"] == "clip"]:
-    if not config["clip"]["weights"]:
+
+def config_value(key):
+    """The config's value of a dotted key ("clip.weights")."""
+    value = config
+    for part in key.split("."):
+        value = value[part]
+    return value
+
+
+# Methods whose kind needs a config key that is unset (CLIP similarity without CLIP weights, the demo's
+# case) are left out with a notice.
+for _name, _method in list(config["methods"].items()):
+    _needed = method_kind(_method["kind"]).omitted_without
+    if _needed and not config_value(_needed):
         print(
-            f"diffattr: method '{_name}' (kind clip) omitted: no CLIP weights (config key 'clip.weights')",
+            f"diffattr: method '{_name}' (kind {_method['kind']}) omitted: config key '{_needed}' is unset",
             file=sys.stderr,
         )
         del config["methods"][_name]
@@ -36,8 +48,19 @@ def bench_path(rule_name, wildcards_part="all"):
     return out(f"benchmarks/{rule_name}/{wildcards_part}.tsv")
 
 
-def methods_of_kind(kind):
-    return [name for name, m in config["methods"].items() if m["kind"] == kind]
+def kind_of(method):
+    """The registry's record of a method's kind (diffattr.registry)."""
+    return method_kind(config["methods"][method]["kind"])
+
+
+def methods_where(condition):
+    """The methods whose kind's record meets `condition`, in config order."""
+    return [name for name in config["methods"] if condition(kind_of(name))]
+
+
+def methods_scored_by(rule_name):
+    """The methods that rule `rule_name` scores."""
+    return methods_where(lambda kind: kind.rule == rule_name)
 
 
 def name_regex(names):
@@ -75,20 +98,9 @@ def checkpoint_shard_paths(featurizer, split):
     ]
 
 
-# Method kinds of rule local_scores; the checkpoint kinds (TracIn, ReTrac) have rule tracin_scores.
-LOCAL_KINDS = ["das", "relative_if", "renormalized_if", "grad_dot", "grad_cosine"]
-# Xie et al.'s train gradient: at each training image's own training draw (the *_averaged kinds, D-TRAK's
-# TracIn baseline: at the featurizer's fixed timesteps)
-AT_TRAINING_DRAWS = ["tracin", "retrac"]
-
-
-def methods_of_kinds(kinds):
-    return [name for kind in kinds for name in methods_of_kind(kind)]
-
-
-def featurizers_of(kinds):
-    """The featurizers named by the methods of these kinds, in config order."""
-    used = {config["methods"][m]["featurizer"] for m in methods_of_kinds(kinds)}
+def featurizers_of(methods):
+    """The featurizers named by these methods, in config order."""
+    used = {config["methods"][m]["featurizer"] for m in methods}
     return [name for name in config["featurizers"] if name in used]
 
 
@@ -112,11 +124,8 @@ def featurize_batches(stage):
         ]
     else:
         at_checkpoints = stage == "featurize_checkpoint"
-        kinds = (
-            CHECKPOINT_KINDS
-            if at_checkpoints
-            else ["trak", "journey_trak", *LOCAL_KINDS]
-        )
+        features = "checkpoints" if at_checkpoints else "model"
+        methods = methods_where(lambda kind: kind.features == features)
         checkpoints = (
             list(range(config["train"]["checkpoints"])) if at_checkpoints else [None]
         )
@@ -128,7 +137,7 @@ def featurize_batches(stage):
                 checkpoints,
                 featurized_splits(featurizer, at_checkpoints),
             )
-            for featurizer in featurizers_of(kinds)
+            for featurizer in featurizers_of(methods)
         ]
     return [
         (featurizer, model, batch)
@@ -154,7 +163,7 @@ def ensemble_featurizations():
     """(featurizer, member folder) of every ensemble model other than the attributed one, once each."""
     pairs = [
         (config["methods"][method]["featurizer"], member)
-        for method in methods_of_kind("trak")
+        for method in methods_where(lambda kind: kind.ensemble)
         for member in ensemble_members(method)
         if member
     ]
@@ -171,25 +180,30 @@ def member_model(member):
 
 
 def featurized_splits(featurizer, at_checkpoints):
-    """The splits a featurizer computes: at the checkpoints, the training images at their training draws
-    for tracin / retrac and at the fixed timesteps for the *_averaged kinds, besides the targets.
+    """The splits a featurizer computes: at the checkpoints, the training images at their own training
+    draws (train_at_draws) and / or at the featurizer's fixed timesteps (train), as its methods' kinds
+    take them, besides the targets.
     """
     if not at_checkpoints:
         return ["train", *TARGET_SPLITS]
-    kinds = {
-        config["methods"][m]["kind"]
-        for m in methods_of_kinds(CHECKPOINT_KINDS)
+    methods = [
+        m
+        for m in methods_where(lambda kind: kind.checkpoints)
         if config["methods"][m]["featurizer"] == featurizer
-    }
-    train = [
-        train_split_at_checkpoints(kind) for kind in CHECKPOINT_KINDS if kind in kinds
     ]
-    return [*dict.fromkeys(train), *TARGET_SPLITS]
+    # train_at_draws first, whatever the order of the methods: the shards' order sets the batch jobs
+    train = sorted(
+        {train_split_at_checkpoints(m) for m in methods},
+        key=lambda s: s != "train_at_draws",
+    )
+    return [*train, *TARGET_SPLITS]
 
 
-def train_split_at_checkpoints(kind):
-    """tracin / retrac take a training image's gradient at the (t, noise, flip) of its latest training step."""
-    return "train_at_draws" if kind in AT_TRAINING_DRAWS else "train"
+def train_split_at_checkpoints(method):
+    """A checkpoint method's training split: at each image's own latest training draw (t, noise, flip),
+    Diffusion-TracIn's and ReTrac's, or at the featurizer's fixed timesteps (D-TRAK's TracIn baseline).
+    """
+    return "train_at_draws" if kind_of(method).train_at_draws else "train"
 
 
 def featurize_shard_path(featurizer, checkpoint, split, shard, member=""):
@@ -201,15 +215,15 @@ def featurize_shard_path(featurizer, checkpoint, split, shard, member=""):
 
 def local_score_inputs(wildcards):
     """The method's gradient shards, the LDS data its damping is chosen on, DAS's residuals."""
-    method = config["methods"][wildcards.method]
-    featurizer = method["featurizer"]
+    kind = kind_of(wildcards.method)
+    featurizer = config["methods"][wildcards.method]["featurizer"]
     inputs = {
         "train": shard_paths(featurizer, "train"),
         "targets": shard_paths(featurizer, wildcards.target_split),
     }
-    if method["kind"] not in ("grad_dot", "grad_cosine"):
+    if kind.damping:
         inputs.update(subsets=out("subsets/lds.npz"), outputs=lds_output_paths())
-    if method["kind"] == "das":
+    if kind.residuals:
         inputs["residuals"] = out(f"residuals/{featurizer}.npz")
     return inputs
 
@@ -220,8 +234,7 @@ def tracin_inputs(wildcards):
     return {
         "model": out(f"models/full/seed{FULL_SEED}"),
         "train": checkpoint_shard_paths(
-            featurizer,
-            train_split_at_checkpoints(config["methods"][wildcards.method]["kind"]),
+            featurizer, train_split_at_checkpoints(wildcards.method)
         ),
         "targets": checkpoint_shard_paths(featurizer, wildcards.target_split),
     }
@@ -234,8 +247,8 @@ def ekfac_factors_path(method):
 
 
 def ekfac_fits():
-    """(featurizer, factor draws) of the methods of kind ekfac: each pair's factors are fitted once."""
-    methods = [config["methods"][m] for m in methods_of_kind("ekfac")]
+    """(featurizer, factor draws) of the EK-FAC methods: each pair's factors are fitted once."""
+    methods = [config["methods"][m] for m in methods_scored_by("ekfac_scores")]
     return sorted({(m["featurizer"], str(m["draws"]["factors"])) for m in methods})
 
 
@@ -324,10 +337,8 @@ def retrain_output_paths(branch, models):
 
 
 def method_splits(method):
-    """The target splits a method is scored on: Journey-TRAK has trajectories for gen only."""
-    if config["methods"][method]["kind"] == "journey_trak":
-        return ["gen"]
-    return TARGET_SPLITS
+    """The target splits a method is scored on (Journey-TRAK: gen only, the targets with trajectories)."""
+    return list(kind_of(method).splits)
 
 
 def score_paths():
@@ -339,13 +350,13 @@ def score_paths():
 
 
 # Journey-TRAK (rules/attribute.smk): generate also stores the sampling trajectories, only when asked.
-JOURNEY = bool(methods_of_kind("journey_trak"))
+TRAJECTORY_METHODS = methods_where(lambda kind: kind.trajectories)
 
 
 def generate_outputs():
-    """The generated samples, and their DDIM trajectories when some method is Journey-TRAK."""
+    """The generated samples, and their DDIM trajectories when some method's targets need them."""
     outputs = [directory(out("samples/full.zarr"))]
-    if JOURNEY:
+    if TRAJECTORY_METHODS:
         outputs.append(directory(out("samples/full_trajectory.zarr")))
     return outputs
 
@@ -354,10 +365,11 @@ def trak_score_inputs(wildcards):
     """TRAK's train and target shards; a Journey-TRAK method's targets are its trajectory features."""
     method = wildcards.method
     targets = ensemble_shard_paths(method, wildcards.target_split)
-    if config["methods"][method]["kind"] == "journey_trak":
-        if wildcards.target_split != "gen":
+    if kind_of(method).trajectories:
+        if wildcards.target_split not in kind_of(method).splits:
             raise ValueError(
-                f"diffattr: method '{method}' (kind journey_trak) scores gen targets only"
+                f"diffattr: method '{method}' (kind {config['methods'][method]['kind']}) scores "
+                f"{' and '.join(kind_of(method).splits)} targets only"
             )
         targets = [
             out(f"grads/journey/{method}/gen/{shard}.zarr")
@@ -447,11 +459,15 @@ SHAPLEY_MODEL = SHAPLEY.get("model") or config["model"]
 SHAPLEY_TRAIN = SHAPLEY.get("train") or config["train"]
 SHAPLEY_SEED = SHAPLEY_TRAIN["seeds"][0]
 HOWS = SHAPLEY["how"]
-# The estimator's values, and the ridge datamodel baseline when it has its own coalitions.
+# The estimator's values, and the baselines fitted on coalitions of their own when there are some.
 ESTIMATORS = list(
     dict.fromkeys(
         [SHAPLEY["estimator"]]
-        + (["datamodel"] if SHAPLEY["datamodel"]["num_coalitions"] else [])
+        + [
+            name
+            for name, estimator in ESTIMATOR_KINDS.items()
+            if estimator.own_coalitions and SHAPLEY["datamodel"]["num_coalitions"]
+        ]
     )
 )
 
@@ -482,7 +498,7 @@ def num_contributors():
 
 
 def num_fit_coalitions():
-    if SHAPLEY["estimator"] != "loo":
+    if ESTIMATOR_KINDS[SHAPLEY["estimator"]].design != "leave_one_out":
         return SHAPLEY["num_coalitions"]
     if num_contributors() is None:
         sys.exit(
@@ -573,7 +589,8 @@ def coalition_model_inputs(wildcards):
 def feature_inputs():
     """The trained classifier, when it is the feature extractor of the property."""
     prop = SHAPLEY["property"]
-    if prop["name"] != "aesthetic" and prop["features"] == "classifier":
+    measured_with = PROPERTIES[prop["name"]].measured_with
+    if measured_with == "features" and prop["features"] == "classifier":
         return {"classifier": sout("models/classifier")}
     return {}
 
@@ -585,7 +602,7 @@ def property_inputs(wildcards):
         ),
         **feature_inputs(),
     }
-    if SHAPLEY["property"]["name"] in ("fid", "kid", "precision", "diversity"):
+    if PROPERTIES[SHAPLEY["property"]["name"]].needs_reference:
         inputs["reference"] = sout("properties/reference_features.npz")
     return inputs
 
@@ -659,7 +676,7 @@ wildcard_constraints:
     featurizer=name_regex(config["featurizers"]),
     how="sparse_ft|ft|gradient_ascent|retrain",
     coalition=r"fit\d+|dm\d+|heldout\d+|empty|full|(top|bottom)-(sparse_ft|ft|gradient_ascent|retrain)",
-    estimator="kernelshap|banzhaf|loo|datamodel",
+    estimator=name_regex(ESTIMATOR_KINDS),
 
 
 def gradient_store_bytes():

@@ -90,9 +90,7 @@ rule datamodel_scores:
     benchmark:
         bench_path("datamodel_scores", "{method}-{target_split}")
     wildcard_constraints:
-        method=name_regex(
-            methods_of_kind("datamodel") + methods_of_kind("empirical_influence")
-        ),
+        method=name_regex(methods_scored_by("datamodel_scores")),
     conda:
         "../envs/diffattr.yaml"
     resources:

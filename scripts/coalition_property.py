@@ -13,6 +13,7 @@ from diffattr.batching import each_model
 from diffattr.families import load_model
 from diffattr.models import resolve_device
 from diffattr.properties import AestheticScorer, attributed_value, feature_extractor, measure_property
+from diffattr.registry import PROPERTIES
 from diffattr.runtime import job
 from diffattr.sampling import ddim_sample
 from diffattr.store import read_npz, write_json
@@ -21,7 +22,7 @@ with job(snakemake.log[0], snakemake.threads) as log:
     cfg = snakemake.params.prop
     device = resolve_device(snakemake.params.device)
     extractor = aesthetic = reference = None
-    if cfg["name"] == "aesthetic":
+    if PROPERTIES[cfg["name"]].measured_with == "clip":
         clip = cfg["clip"]
         aesthetic = AestheticScorer(clip["model"], clip["weights"], clip["head"], device)
     else:

@@ -2,8 +2,9 @@
 retrains; the ridge penalty is chosen per target by cross-validation over those retrains (datamodel.penalty
 cv, D-TRAK's) or once by the LDS of held-out targets on the LDS subsets (heldout_lds)."""
 
-from diffattr.datamodels import datamodel_ridge, datamodel_ridge_cv, empirical_influence
+from diffattr.datamodels import datamodel_ridge, datamodel_ridge_cv
 from diffattr.metrics import select_lambda, stack_outputs
+from diffattr.registry import method_kind, score_function
 from diffattr.runtime import job
 from diffattr.store import read_npz, write_arrays
 
@@ -15,8 +16,8 @@ with job(snakemake.log[0]) as log:
         [read_npz(f) for f in snakemake.input.datamodel_outputs], len(fit_masks), split
     )
     attrs = {"kind": p.kind, "n_models": len(snakemake.input.datamodel_outputs), "lambda": None}
-    if p.kind == "empirical_influence":
-        scores = empirical_influence(fit_masks, fit_outputs)
+    if not method_kind(p.kind).damping:
+        scores = score_function(p.kind)(fit_masks, fit_outputs)
     elif p.datamodel["penalty"] == "cv":
         scores, penalties = datamodel_ridge_cv(
             fit_masks, fit_outputs, p.datamodel["cv_alphas"], p.datamodel["cv_folds"]

@@ -37,7 +37,7 @@ with job(snakemake.log[0], snakemake.threads) as log:
         {"scores": by_grid[best].astype("float32")},
         attrs={
             "lambda": best,
-            "kind": "ekfac",
+            "kind": p.method["kind"],
             "heldout_lds_by_lambda": {str(k): v for k, v in by_lambda.items()},
             "n_heldout_targets": int(heldout.sum()),
         },

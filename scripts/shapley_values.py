@@ -4,6 +4,7 @@ import json
 
 import numpy as np
 
+from diffattr.registry import ESTIMATORS
 from diffattr.runtime import job
 from diffattr.store import read_npz, read_table, write_csv
 from diffattr.valuation import estimate_values
@@ -19,10 +20,11 @@ with job(snakemake.log[0]) as log:
     empty, full = (json.loads(open(f).read())["value"] for f in snakemake.input.endpoints)
     coalitions = read_npz(snakemake.input.coalitions)
     # the datamodel baseline is fitted on its own coalitions when it has them, else on the fit design
-    kind = "dm" if wc.estimator == "datamodel" and len(coalitions["dm"]) else "fit"
+    estimator = ESTIMATORS[wc.estimator]
+    kind = "dm" if estimator.own_coalitions and len(coalitions["dm"]) else "fit"
     masks = coalitions[kind]
     values = np.array([measured[f"{kind}{i}"] for i in range(len(masks))])
-    design = kind == "fit" and wc.estimator == "kernelshap"
+    design = kind == "fit" and estimator.weighted
     weights = coalitions["fit_weights"] if design else None
     enumerated = int(coalitions["fit_enumerated"]) if design else 0
     result = estimate_values(

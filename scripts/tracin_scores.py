@@ -1,10 +1,11 @@
-"""Rule tracin_scores: Diffusion-TracIn / ReTrac summed over the full model's training checkpoints."""
+"""Rule tracin_scores: Diffusion-TracIn / ReTrac summed over the full model's training checkpoints, by the
+method kind's scoring function (diffattr.registry)."""
 
 import numpy as np
 
 from diffattr.attribution import read_features
 from diffattr.checkpoints import checkpoint_weight, saved_checkpoint
-from diffattr.influence import tracin
+from diffattr.registry import score_function
 from diffattr.runtime import job
 from diffattr.store import write_arrays
 
@@ -27,7 +28,7 @@ with job(snakemake.log[0]) as log:
             )
             yield weight, read_features(train[c]), read_features(targets[c])
 
-    scores = tracin(checkpoints(), renormalize=p.method["kind"].startswith("retrac"))
+    scores = score_function(p.method["kind"])(checkpoints())
     write_arrays(
         snakemake.output[0],
         {"scores": scores.astype("float32")},

@@ -9,15 +9,14 @@ import pytest
 import torch
 import yaml
 
-from diffattr.attribution import TrakScorer
+from diffattr.attribution import GradientInputs, TrakScorer
 from diffattr.checkpoints import CHECKPOINT_WEIGHTS, checkpoint_weight, saved_checkpoint
 from diffattr.config import validate
-from diffattr.das import das_scores, residual_weights
+from diffattr.das import das_score_function, das_scores, residual_weights
 from diffattr.dominating import dominating_norm
 from diffattr.errors import InputError
 from diffattr.gradients import FeaturizerSpec, TimestepAveragedGradient, featurize_at_draws, make_projector
 from diffattr.influence import (
-    damped_score_function,
     gradient_similarity,
     relative_influence,
     renormalized_influence,
@@ -26,7 +25,7 @@ from diffattr.influence import (
 from diffattr.models import PixelDiffusion
 from diffattr.outputs import OUTPUT_FUNCTIONS, evenly_spaced_timesteps, fixed_noise, per_timestep_losses
 from diffattr.report import dominating_norm_figure
-from diffattr.store import write_arrays
+from diffattr.store import write_arrays, write_npz
 from diffattr.training import train
 from diffattr.training_draws import TrainingDraws
 from tests.test_models import TRAIN
@@ -81,16 +80,17 @@ def test_das_squared_squares_the_whole_weighted_score(tmp_path):
     phi = np.array([[1.0, 0.0, 2.0], [0.0, 1.0, -1.0], [1.0, 1.0, 0.0], [2.0, -1.0, 1.0]])
     targets = np.array([[1.0, -2.0, 0.5], [0.0, 1.0, 1.0]])
     errors = np.array([[0.25, 1.0], [1.0, 1.0], [0.01, 0.04], [4.0, 0.0]])
-    scorer = TrakScorer(_shards(tmp_path, phi, [2, 2]), "primal")
+    write_npz(tmp_path / "residuals.npz", errors=errors)
+    inputs = GradientInputs(_shards(tmp_path, phi, [2, 2]), "primal", tmp_path / "residuals.npz")
     method = {"kind": "das", "squared": True, "leverage": False}
-    got = damped_score_function(method, scorer, errors)(targets, 0.1)
+    got = das_score_function(method, inputs)(targets, 0.1)
     # D-TRAK score t_j^T (Phi^T Phi + lam I)^-1 phi_i, lam = 0.1 * mean ||phi_i||^2 = 0.1 * 15 / 4
     tau = targets @ np.linalg.solve(phi.T @ phi + 0.375 * np.eye(3), phi.T)
     # w_i = mean of sqrt(e_i) / ||sqrt(e_i)||: roots (0.5, 1), (1, 1), (0.1, 0.2), (2, 0)
     w = np.array([0.75 / np.sqrt(1.25), 1 / np.sqrt(2), 0.15 / np.sqrt(0.05), 0.5])
     assert (tau < 0).any()  # the square discards the sign
     np.testing.assert_allclose(got, (tau * w) ** 2, rtol=1e-6)
-    unsquared = damped_score_function({**method, "squared": False}, scorer, errors)(targets, 0.1)
+    unsquared = das_score_function({**method, "squared": False}, inputs)(targets, 0.1)
     np.testing.assert_allclose(unsquared, tau * w, rtol=1e-6)
 
 

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 
 import numpy as np
 
 from diffattr.errors import InputError
-from diffattr.store import read_arrays
+from diffattr.store import read_arrays, read_npz
+
+# A method's scores of target features (T, k) at a relative damping (None for an undamped kind): (T, N).
+ScoreFn = Callable[[np.ndarray, float | None], np.ndarray]
 
 
 def read_features(paths: Sequence[str | Path]) -> np.ndarray:
@@ -127,3 +131,34 @@ def ensemble_scores(
         [scorer.scores(targets, lam) for (scorer, targets), lam in zip(members, dampings, strict=True)],
         axis=0,
     )
+
+
+@dataclass
+class GradientInputs:
+    """What rule local_scores gives a method's scoring function: one featurizer's train shards (read, or
+    factored by a TrakScorer, only when the method asks), the TRAK form, DAS's training residuals."""
+
+    train_shards: Sequence[str | Path]
+    form: str = "auto"
+    residuals: str | Path | None = None
+
+    @cached_property
+    def scorer(self) -> TrakScorer:
+        """The TRAK scorer of the train features (its kernel factored once)."""
+        return TrakScorer(self.train_shards, self.form)
+
+    @cached_property
+    def train(self) -> np.ndarray:
+        """The train features (N, k) in memory."""
+        return read_features(self.train_shards)
+
+    @cached_property
+    def errors(self) -> np.ndarray:
+        """The full model's errors on the training images at the featurizer's timesteps (N, timesteps)."""
+        if self.residuals is None:
+            raise InputError("this method needs the training residuals (rule das_residuals)")
+        return read_npz(self.residuals)["errors"]
+
+    def details(self) -> dict:
+        """What the scores depended on besides the damping: the TRAK form, when the scorer was used."""
+        return {"form": self.scorer.form} if "scorer" in self.__dict__ else {}

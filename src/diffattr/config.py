@@ -12,6 +12,7 @@ import yaml
 
 from diffattr.errors import InputError
 from diffattr.paths import SAFE_NAME, SAFE_NAME_RULE, check_path_names
+from diffattr.registry import METHOD_KINDS, method_kind
 
 SCHEMA = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "config.schema.yaml"
 
@@ -108,41 +109,20 @@ def validate(config: dict, schema: dict | None = None) -> dict:
     return filled
 
 
-# Method kinds scored from a featurizer's gradients (rules/attribute.smk).
-FEATURE_KINDS = (
-    *("trak", "das", "relative_if", "renormalized_if"),
-    *("grad_dot", "grad_cosine", "tracin", "retrac", "tracin_averaged", "retrac_averaged"),
-    *("ekfac", "journey_trak"),
-)
-
-
-# Kinds summed over the training checkpoints (TracIn, ReTrac; rule tracin_scores).
-CHECKPOINT_KINDS = ("tracin", "retrac", "tracin_averaged", "retrac_averaged")
-
-
 def _check_local_methods(config: dict) -> None:
-    """DAS and ReTrac need timestep-normalised features; TracIn and ReTrac need training checkpoints."""
+    """Each method's featurizer normalises timesteps as its kind needs; the checkpoints it needs exist."""
     for name, method in config["methods"].items():
-        kind = method["kind"]
+        kind = method_kind(method["kind"])
         featurizer = config["featurizers"].get(method.get("featurizer"), {})
-        if kind in ("das", "retrac", "retrac_averaged") and not featurizer["normalize_timesteps"]:
+        wanted = kind.normalize_timesteps
+        if wanted is not None and featurizer["normalize_timesteps"] != wanted:
             raise InputError(
                 f"config key 'featurizers.{method['featurizer']}.normalize_timesteps': method '{name}' "
-                f"(kind {kind}) needs it true"
+                f"(kind {method['kind']}) needs it {str(wanted).lower()}"
             )
-        if kind == "ekfac" and featurizer["normalize_timesteps"]:
+        if kind.checkpoints and config["train"]["checkpoints"] < 1:
             raise InputError(
-                f"config key 'featurizers.{method['featurizer']}.normalize_timesteps': method '{name}' "
-                "(kind ekfac) needs it false (plain timestep-averaged gradients)"
-            )
-        if kind == "journey_trak" and featurizer["normalize_timesteps"]:
-            raise InputError(
-                f"config key 'featurizers.{method['featurizer']}.normalize_timesteps': method '{name}' "
-                "(kind journey_trak) needs it false (plain step-averaged gradients)"
-            )
-        if kind in CHECKPOINT_KINDS and config["train"]["checkpoints"] < 1:
-            raise InputError(
-                f"config key 'train.checkpoints': method '{name}' (kind {kind}) needs at least 1"
+                f"config key 'train.checkpoints': method '{name}' (kind {method['kind']}) needs at least 1"
             )
 
 
@@ -156,7 +136,7 @@ def _check_references(config: dict) -> None:
         )
     for name, method in config["methods"].items():
         featurizer = method.get("featurizer")
-        if method["kind"] in FEATURE_KINDS and featurizer not in config["featurizers"]:
+        if method_kind(method["kind"]).featurizer and featurizer not in config["featurizers"]:
             raise InputError(
                 f"config key 'methods.{name}.featurizer': '{featurizer}' is not defined under "
                 f"'featurizers' (defined: {sorted(config['featurizers'])})"
@@ -175,11 +155,15 @@ def _check_references(config: dict) -> None:
         if data and data["source"] in ("cifar10", "cifar100") and len(data["classes"]) < 2:
             raise InputError(f"config key '{prefix}data.classes': give at least two classes")
     _check_counterfactual(config)
-    retrains_subsets = {m["kind"] for m in config["methods"].values()} & {"datamodel", "empirical_influence"}
+    retrains_subsets = any(method_kind(m["kind"]).retrains for m in config["methods"].values())
     for name, method in config["methods"].items():
+        kind = method_kind(method["kind"])
         ensemble = method.get("ensemble", {"members": 1})
-        if ensemble["members"] > 1 and method["kind"] != "trak":
-            raise InputError(f"config key 'methods.{name}.ensemble': only kind trak averages over models")
+        if ensemble["members"] > 1 and not kind.ensemble:
+            raise InputError(
+                f"config key 'methods.{name}.ensemble': kind {method['kind']} does not average over models "
+                f"(kinds that do: {[k for k, r in METHOD_KINDS.items() if r.ensemble]})"
+            )
         if ensemble["members"] > 1 and ensemble["over"] == "subsets":
             retrains_subsets = True
             if ensemble["members"] > config["datamodel"]["num_subsets"]:
@@ -187,8 +171,7 @@ def _check_references(config: dict) -> None:
                     f"config key 'methods.{name}.ensemble.members': {ensemble['members']} subset models "
                     f"need datamodel.num_subsets >= {ensemble['members']} (their subsets)"
                 )
-        weighted = method["kind"] in CHECKPOINT_KINDS
-        if method.get("checkpoint_weights", "lr_sum") != "lr_sum" and not weighted:
+        if method.get("checkpoint_weights", "lr_sum") != "lr_sum" and not kind.checkpoints:
             raise InputError(
                 f"config key 'methods.{name}.checkpoint_weights': only the tracin / retrac kinds "
                 "weight checkpoints"

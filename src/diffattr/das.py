@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from diffattr.attribution import TrakScorer
+from diffattr.attribution import GradientInputs, ScoreFn, TrakScorer
 
 
 def residual_weights(errors: np.ndarray) -> np.ndarray:
@@ -51,3 +51,11 @@ def das_scores(
     if squared:
         scores **= 2
     return scores
+
+
+def das_score_function(method: dict, inputs: GradientInputs) -> ScoreFn:
+    """Kind das's scores at a damping, with the method's `leverage` and `squared` (rule local_scores)."""
+    weights = residual_weights(inputs.errors)
+    return lambda targets, lam: das_scores(
+        inputs.scorer, targets, lam, weights, method["leverage"], method["squared"]
+    )

@@ -1,15 +1,13 @@
 """Influence variants on the same projected gradients: relative / renormalised IF, gradient dot and
-cosine, Diffusion-TracIn / ReTrac summed over training checkpoints, and the damped kinds' score functions."""
+cosine, Diffusion-TracIn / ReTrac summed over training checkpoints, and these kinds' scoring functions."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 
 import numpy as np
 
-from diffattr.attribution import TrakScorer
-from diffattr.das import das_scores, residual_weights
-from diffattr.errors import InputError
+from diffattr.attribution import GradientInputs, ScoreFn, TrakScorer
 
 
 def relative_influence(scorer: TrakScorer, targets: np.ndarray, lambda_rel: float) -> np.ndarray:
@@ -56,20 +54,26 @@ def tracin(
     return total
 
 
-def damped_score_function(
-    method: dict, scorer: TrakScorer, errors: np.ndarray | None = None
-) -> Callable[[np.ndarray, float], np.ndarray]:
-    """scores(targets, lambda_rel) of a damped method kind: das, relative_if or renormalized_if."""
-    kind = method["kind"]
-    if kind == "das":
-        if errors is None:
-            raise ValueError("kind das needs the training errors")
-        weights = residual_weights(errors)
-        return lambda targets, lam: das_scores(
-            scorer, targets, lam, weights, method["leverage"], method["squared"]
-        )
-    if kind == "relative_if":
-        return lambda targets, lam: relative_influence(scorer, targets, lam)
-    if kind == "renormalized_if":
-        return lambda targets, lam: renormalized_influence(scorer, targets, lam)
-    raise InputError(f"method kind {kind!r} is not a damped kind (das, relative_if, renormalized_if)")
+def retrac(checkpoints: Iterable[tuple[float, np.ndarray, np.ndarray]]) -> np.ndarray:
+    """ReTrac: TracIn with each training gradient at unit norm."""
+    return tracin(checkpoints, renormalize=True)
+
+
+def relative_influence_function(method: dict, inputs: GradientInputs) -> ScoreFn:
+    """Kind relative_if's scores at a damping (rule local_scores)."""
+    return lambda targets, lam: relative_influence(inputs.scorer, targets, lam)
+
+
+def renormalized_influence_function(method: dict, inputs: GradientInputs) -> ScoreFn:
+    """Kind renormalized_if's scores at a damping (rule local_scores)."""
+    return lambda targets, lam: renormalized_influence(inputs.scorer, targets, lam)
+
+
+def gradient_dot_function(method: dict, inputs: GradientInputs) -> ScoreFn:
+    """Kind grad_dot's scores, undamped (rule local_scores)."""
+    return lambda targets, lam: gradient_similarity(targets, inputs.train)
+
+
+def gradient_cosine_function(method: dict, inputs: GradientInputs) -> ScoreFn:
+    """Kind grad_cosine's scores, undamped (rule local_scores)."""
+    return lambda targets, lam: gradient_similarity(targets, inputs.train, cosine=True)

@@ -23,11 +23,9 @@ from torch import nn
 
 from diffattr.diversity import diversity
 from diffattr.errors import InputError
+from diffattr.registry import PROPERTIES
 from diffattr.store import atomic_path
 
-PROPERTIES = ("inception_score", "entropy", "fid", "kid", "precision", "diversity", "aesthetic")
-LOWER_IS_BETTER = ("fid", "kid")
-NEEDS_REFERENCE = ("fid", "kid", "precision", "diversity")
 INCEPTION_FILE = "inception-2015-12-05.pt"
 BATCH = 128
 
@@ -41,7 +39,7 @@ def in_batches(fn, images: torch.Tensor, device: torch.device | str = "cpu") -> 
 def attributed_value(name: str, measured: dict[str, float]) -> float:
     """The number whose credit is split among contributors: the property, negated when lower is better
     (FID, KID), so that a positive value always means a contributor makes the model better."""
-    return -measured[name] if name in LOWER_IS_BETTER else measured[name]
+    return -measured[name] if PROPERTIES[name].lower_is_better else measured[name]
 
 
 class ImageClassifier(nn.Module):
@@ -271,7 +269,7 @@ def measure_property(
             f"config key 'shapley.property.name': unknown property {name!r} (known: {list(PROPERTIES)})"
         )
     out: dict[str, float] = {}
-    if name == "aesthetic":
+    if PROPERTIES[name].measured_with == "clip":
         if aesthetic is None:
             raise InputError("property 'aesthetic' needs shapley.property.clip (model, weights, head)")
         out["aesthetic"] = float(np.quantile(aesthetic(images), quantile))
@@ -279,9 +277,9 @@ def measure_property(
     probs, features = extractor(images)
     out["inception_score"] = inception_score(probs)
     out["entropy"] = label_entropy(probs)
-    if name in NEEDS_REFERENCE and reference_features is None:
+    if PROPERTIES[name].needs_reference and reference_features is None:
         raise InputError(f"property {name!r} needs reference features of the training images")
-    if name in LOWER_IS_BETTER:
+    if PROPERTIES[name].lower_is_better:
         out["fid"] = frechet_distance(features, reference_features)
         out["kid"] = kernel_distance(features, reference_features, seed=seed)
     if name == "precision":

@@ -14,6 +14,7 @@ from math import comb
 import numpy as np
 
 from diffattr.errors import InputError
+from diffattr.registry import ESTIMATORS
 
 
 def shapley_kernel_size_probabilities(n: int) -> np.ndarray:
@@ -226,9 +227,6 @@ def exact_banzhaf(value_fn: Callable[[np.ndarray], float], n: int) -> np.ndarray
     return banzhaf(masks, np.array([value_fn(m) for m in masks]))
 
 
-ESTIMATORS = ("kernelshap", "banzhaf", "loo", "datamodel")
-
-
 def coalition_design(
     estimator: str, n: int, count: int, seed: int, enumerate_sizes: bool = False
 ) -> tuple[np.ndarray, np.ndarray, int]:
@@ -241,16 +239,17 @@ def coalition_design(
             f"config key 'shapley.contributors': {n} contributor found, values need at least 2 "
             "(check contributors.by and the data's labels or metadata column)"
         )
-    if estimator == "kernelshap" and enumerate_sizes:
-        return enumerated_kernelshap_coalitions(n, count, seed)
-    if estimator == "kernelshap":
-        masks = sample_kernelshap_coalitions(n, count, seed)
-    elif estimator in ("banzhaf", "datamodel"):
-        masks = sample_uniform_coalitions(n, count, seed)
-    elif estimator == "loo":
-        masks = leave_one_out_coalitions(n)
-    else:
+    if estimator not in ESTIMATORS:
         raise ValueError(f"unknown estimator {estimator!r} (known: {list(ESTIMATORS)})")
+    design = ESTIMATORS[estimator].design
+    if design == "shapley_kernel" and enumerate_sizes:
+        return enumerated_kernelshap_coalitions(n, count, seed)
+    if design == "shapley_kernel":
+        masks = sample_kernelshap_coalitions(n, count, seed)
+    elif design == "uniform":
+        masks = sample_uniform_coalitions(n, count, seed)
+    else:
+        masks = leave_one_out_coalitions(n)
     return masks, np.ones(len(masks)), 0
 
 
@@ -268,7 +267,9 @@ def estimate_values(
     """One value per player by `estimator` from the game's (masks, values), with bootstrap standard errors;
     `weights` and `enumerated` are a KernelSHAP design's (from `coalition_design`; other estimators take
     neither)."""
-    if weights is not None and estimator == "kernelshap":
+    if estimator not in ESTIMATORS:
+        raise ValueError(f"unknown estimator {estimator!r} (known: {list(ESTIMATORS)})")
+    if weights is not None and ESTIMATORS[estimator].weighted:
         fit = lambda m, v, w: kernelshap(m, v, v_empty, v_full, w)  # noqa: E731
         return with_bootstrap(fit, masks, values, n_boot, seed, weights, enumerated)
     fits = {
@@ -277,10 +278,8 @@ def estimate_values(
         "loo": lambda m, v: leave_one_out(m, v, v_full),
         "datamodel": datamodel,
     }
-    if estimator not in fits:
-        raise ValueError(f"unknown estimator {estimator!r} (known: {list(ESTIMATORS)})")
-    if estimator == "loo":  # one coalition per value: resampling coalitions says nothing about its error
-        point = fits["loo"](masks, values)
+    if not ESTIMATORS[estimator].bootstrap:  # one coalition per value: resampling says nothing of its error
+        point = fits[estimator](masks, values)
         return Valuation(point, np.full(len(point), np.nan))
     return with_bootstrap(fits[estimator], masks, values, n_boot, seed)
 

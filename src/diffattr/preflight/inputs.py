@@ -8,6 +8,7 @@ from pathlib import Path
 
 from diffattr.errors import InputError
 from diffattr.preflight.config_checks import check_planted
+from diffattr.registry import PROPERTIES
 
 INCEPTION_FILE = "inception-2015-12-05.pt"  # clean-fid's torchscript, as in diffattr.properties
 SNAPSHOT_PARTS = ("unet", "text_encoder", "tokenizer", "vae")  # a diffusers snapshot, as in families.lora
@@ -72,7 +73,7 @@ def needed_files(config: dict, rules: set[str]) -> list[tuple[str, str]]:
         files.append(("clip.weights", clip))
     prop = shapley["property"]
     if shapley["enabled"] and any(r.startswith(("coalition_property", "reference_features")) for r in rules):
-        if prop["name"] == "aesthetic":
+        if PROPERTIES[prop["name"]].measured_with == "clip":
             files += [(f"shapley.property.clip.{k}", prop["clip"][k]) for k in ("weights", "head")]
         elif prop["features"] == "inception":
             path = Path(prop["inception_path"])

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from diffattr.registry import ESTIMATORS, PROPERTIES
 from diffattr.report.figures import contributor_counterfactual_figure, shapley_lds_figure, values_figure
 from diffattr.report.page import Report, Section
 from diffattr.report.published import PUBLISHED, agreement_beside_published
@@ -26,7 +27,7 @@ def values_section(report: Report) -> Section | None:
         wide[f"{label} SE"] = table["stderr"]
     prop = report.settings.get("prop", str(first["property"].iloc[0]))
     summary = f"{len(wide)} contributors; property {prop}; {_coalitions_used(report)}"
-    if prop in ("fid", "kid"):
+    if prop in PROPERTIES and PROPERTIES[prop].lower_is_better:
         summary += f" Lower {prop} is better, so values credit the negated {prop}: positive = helps."
     caption = "Contributor values per estimator and way of making coalition models, +-1 bootstrap SE"
     body = f"""<p>{html.escape(summary)}</p>
@@ -40,7 +41,7 @@ def _coalitions_used(report: Report) -> str:
     shapley = report.config.get("shapley")
     if not shapley:
         return f"fit coalitions of {report.settings.get('estimator', 'the estimator')}."
-    if shapley["estimator"] == "kernelshap" and shapley.get("enumerate_sizes"):
+    if ESTIMATORS[shapley["estimator"]].weighted and shapley.get("enumerate_sizes"):
         text = (
             "KernelSHAP on every contributor alone and every leave-one-out, enumerated and weighted by the "
             "Shapley kernel (no sampling, so no bootstrap SE)"

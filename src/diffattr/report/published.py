@@ -9,6 +9,8 @@ from pathlib import Path
 import pandas as pd
 
 PUBLISHED = Path(__file__).with_name("published.csv")
+# The method kind whose scores the published LDS values are (TRAK / D-TRAK of one model).
+PUBLISHED_KIND = "trak"
 LU_CIFAR20_CLASSES = [40, 41, 42, 43, 44, 55, 56, 57, 58, 59, 60, 61, 62, 63, 64, 80, 81, 82, 83, 84]
 
 
@@ -58,7 +60,7 @@ def lds_beside_published(lds: pd.DataFrame, config: dict) -> pd.DataFrame:
     published = published_values().query("protocol == @protocol")
     rows = []
     for method, spec in config.get("methods", {}).items():
-        if spec.get("kind") != "trak" or spec.get("ensemble", {}).get("members", 1) > 1:
+        if spec.get("kind") != PUBLISHED_KIND or spec.get("ensemble", {}).get("members", 1) > 1:
             continue
         featurizer = config["featurizers"][spec["featurizer"]]
         for split in ("val", "gen"):
