@@ -6,18 +6,20 @@ import pandas as pd
 import pytest
 import torch
 from diffusers.models.autoencoders.autoencoder_kl import AutoencoderKL
+from diffusers.models.autoencoders.vq_model import VQModel
 
 from diffattr.data import fill_captions
 from diffattr.errors import InputError
 from diffattr.families import build_model, load_model
 from diffattr.families.lora import load_snapshot, lora_layers
 from diffattr.gradients import FeaturizerSpec, TimestepAveragedGradient, featurize
+from diffattr.models import build_scheduler
 from diffattr.outputs import OUTPUT_FUNCTIONS, evenly_spaced_timesteps, fixed_noise, measure_loss
-from diffattr.sampling import ddim_sample, sample_prompts
+from diffattr.sampling import ddim_sample, ddim_trajectory, initial_noise, sample_prompts
 from diffattr.training import train
 from tests.conftest import TINY_MODEL
 from tests.test_models import TRAIN
-from tests.tiny_sd import LORA, tiny_autoencoder, tiny_stable_diffusion
+from tests.tiny_sd import LORA, tiny_autoencoder, tiny_stable_diffusion, tiny_vq_autoencoder
 
 SCHEDULER = {"num_train_timesteps": 1000, "beta_schedule": "linear"}
 PROMPTS = ["a cubism painting by ana", "a baroque painting by bo"]
@@ -219,3 +221,37 @@ def test_latent_family_over_a_vq_autoencoder_in_a_snapshot_folder(tmp_path):
     assert model.latent_shape == (3, 4, 4)
     samples = ddim_sample(model, np.array([1, 2]), num_inference_steps=2, eta=0.0, batch_size=2)
     assert samples.shape == (2, 3, 8, 8)
+
+
+def test_latent_family_takes_the_authors_scale_and_schedule_and_never_clips_latents(tmp_path):
+    """Lu et al.'s LDM: unscaled VQ latents, scaled-linear betas 0.0015-0.0195, DDIM without clipping.
+    With a denoiser that predicts no noise, DDIM's x_0 estimate is x_T / sqrt(abar_t) at every step,
+    far outside [-1, 1]: the final latent must be exactly that, not clipped."""
+    vae_path = tiny_vq_autoencoder(tmp_path / "ldm")
+    authors = {"num_train_timesteps": 1000, "beta_schedule": "scaled_linear", "beta_start": 0.0015}
+    authors |= {"beta_end": 0.0195, "clip_sample": False}
+    config = {**TINY_MODEL, "family": "latent", "vae": str(vae_path), "latent_scale": 1}
+    model = build_model(config, authors, (3, 16, 16), 0)
+    images = torch.rand(2, 3, 16, 16, generator=torch.Generator().manual_seed(3)) * 2 - 1
+    vq = VQModel.from_pretrained(vae_path / "vqvae")
+    torch.testing.assert_close(model.encode(images), vq.encode(images).latents)  # scale 1, not 0.18215
+    betas = np.linspace(0.0015**0.5, 0.0195**0.5, 1000) ** 2
+    np.testing.assert_allclose(model.scheduler.betas.numpy(), betas, rtol=1e-5)
+    model.save_pretrained(tmp_path / "model")
+    again = load_model(tmp_path / "model")
+    assert again.latent_scale == 1 and again.scheduler.config.clip_sample is False
+    with torch.no_grad():
+        again.unet.conv_out.weight.zero_()
+        again.unet.conv_out.bias.zero_()
+    seeds = np.array([4, 5])
+    _, trajectory = ddim_trajectory(again, seeds, num_inference_steps=4, eta=0.0, batch_size=2)
+    first = int(trajectory["timesteps"][0])
+    expected = initial_noise(seeds, again.latent_shape) / again.scheduler.alphas_cumprod[first].sqrt()
+    assert np.abs(trajectory["final"]).max() > 10
+    np.testing.assert_allclose(trajectory["final"], expected.numpy(), rtol=1e-4)
+    again.scheduler = build_scheduler({**authors, "clip_sample": True})  # the pixel default clips
+    _, clipped = ddim_trajectory(again, seeds, num_inference_steps=4, eta=0.0, batch_size=2)
+    assert np.abs(clipped["final"]).max() <= 1
+    defaults = {"num_train_timesteps": 1000, "beta_schedule": "linear"}  # the saved schedule as before
+    schema = {**defaults, "beta_start": 0.0001, "beta_end": 0.02, "clip_sample": True}
+    assert build_scheduler(schema).to_json_string() == build_scheduler(defaults).to_json_string()
