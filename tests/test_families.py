@@ -255,3 +255,40 @@ def test_latent_family_takes_the_authors_scale_and_schedule_and_never_clips_late
     defaults = {"num_train_timesteps": 1000, "beta_schedule": "linear"}  # the saved schedule as before
     schema = {**defaults, "beta_start": 0.0001, "beta_end": 0.02, "clip_sample": True}
     assert build_scheduler(schema).to_json_string() == build_scheduler(defaults).to_json_string()
+
+
+def test_guided_sampling_uses_the_empty_prompt_plus_s_times_the_prompts_difference(lora_model, tiny_model):
+    """Classifier-free guidance against a hand computation: the noise each DDIM step used is
+    eps(empty) + s (eps(prompt) - eps(empty)), each branch a separate UNet call on CLIP embeddings made
+    here, and the next latent is the DDIM update (eta 0) with that noise."""
+    seeds, scale = np.array([7, 8]), 7.5
+    images, trajectory = ddim_trajectory(lora_model, seeds, 3, 0.0, 2, guidance_scale=scale)
+    tokenizer, abar = lora_model.tokenizer, lora_model.scheduler.alphas_cumprod
+
+    def embed(texts: list[str]) -> torch.Tensor:
+        ids = tokenizer(
+            texts, padding="max_length", max_length=tokenizer.model_max_length, return_tensors="pt"
+        )
+        return lora_model.text_encoder(ids.input_ids)[0]
+
+    with torch.no_grad():
+        prompt, empty = embed(PROMPTS), embed(["", ""])
+        steps = [int(t) for t in trajectory["timesteps"]]
+        for i, t in enumerate(steps):
+            x, when = torch.from_numpy(trajectory["latents"][:, i]), torch.full((2,), t)
+            eps_prompt = lora_model.unet(x, when, encoder_hidden_states=prompt).sample
+            eps_empty = lora_model.unet(x, when, encoder_hidden_states=empty).sample
+            eps = eps_empty + scale * (eps_prompt - eps_empty)
+            np.testing.assert_allclose(trajectory["predicted_noise"][:, i], eps.numpy(), rtol=1e-4, atol=1e-5)
+            a, a_prev = abar[t], abar[steps[i + 1]] if i + 1 < len(steps) else torch.tensor(1.0)
+            x0 = (x - (1 - a).sqrt() * eps) / a.sqrt()
+            following = trajectory["latents"][:, i + 1] if i + 1 < len(steps) else trajectory["final"]
+            np.testing.assert_allclose(
+                following, (a_prev.sqrt() * x0 + (1 - a_prev).sqrt() * eps).numpy(), atol=1e-4
+            )
+    np.testing.assert_array_equal(ddim_sample(lora_model, seeds, 3, 0.0, 1, guidance_scale=scale), images)
+    unguided = ddim_sample(lora_model, seeds, 3, 0.0, 2)
+    np.testing.assert_array_equal(ddim_sample(lora_model, seeds, 3, 0.0, 2, guidance_scale=1), unguided)
+    assert not np.array_equal(images, unguided)
+    with pytest.raises(InputError, match="text-conditioned"):
+        ddim_sample(tiny_model, seeds, 2, 0.0, 2, guidance_scale=scale)
