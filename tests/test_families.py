@@ -11,7 +11,7 @@ from diffusers.models.autoencoders.vq_model import VQModel
 from diffattr.data import fill_captions
 from diffattr.errors import InputError
 from diffattr.families import build_model, load_model
-from diffattr.families.lora import load_snapshot, lora_layers
+from diffattr.families.lora import global_rank_pairs, load_snapshot, lora_layers, rank_pair_importance
 from diffattr.gradients import FeaturizerSpec, TimestepAveragedGradient, featurize
 from diffattr.models import build_scheduler
 from diffattr.outputs import OUTPUT_FUNCTIONS, evenly_spaced_timesteps, fixed_noise, measure_loss
@@ -130,7 +130,7 @@ def test_per_sample_lora_gradients_equal_a_plain_loop(lora_model, rgb_images, ou
     assert features.shape == (2, 8) and np.isfinite(features).all()
 
 
-def test_lora_rank_pruning_keeps_the_largest_pairs(lora_model, rgb_images):
+def test_lora_per_adapter_rank_pruning_keeps_each_adapters_largest_pairs(lora_model, rgb_images):
     x = lora_model.encode(rgb_images)
     t = torch.tensor([10, 200, 500, 900])
     cond = lora_model.condition([PROMPTS[0]] * 4)
@@ -141,11 +141,95 @@ def test_lora_rank_pruning_keeps_the_largest_pairs(lora_model, rgb_images):
             weakest = (a.norm(dim=1) * b.norm(dim=0)).argsort()[:2]
             a[weakest] = 0
         expected = reference.predict_noise(x, t, cond)
-    record = lora_model.prune(0.5)
-    assert record["rank_before"] == 4 and record["rank_after"] == 2 and record["removed_fraction"] == 0.5
+    record = lora_model.prune(0.5, scope="per_adapter")
+    assert record["rank_before"] == 4 and set(record["ranks_after"].values()) == {2}
+    assert record["removed_fraction"] == 0.5
     assert record["parameters_after"] == record["parameters_before"] // 2
     with torch.no_grad():
         torch.testing.assert_close(lora_model.predict_noise(x, t, cond), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_lora_pair_importance_is_torch_prunings_group_magnitude_as_the_authors_take_it():
+    """Lu et al. score the pairs with torch-pruning's MagnitudeImportance on the group of the LoRA down
+    layer's outputs (coupled to the up layer's inputs): the same numbers as rank_pair_importance."""
+    import torch_pruning as tp
+
+    torch.manual_seed(0)
+    down, up = torch.nn.Linear(16, 3, bias=False), torch.nn.Linear(3, 8, bias=False)
+    graph = tp.DependencyGraph().build_dependency(torch.nn.Sequential(down, up), torch.randn(1, 16))
+    group = graph.get_pruning_group(down, tp.prune_linear_out_channels, idxs=[0, 1, 2])
+    with torch.no_grad():
+        torch.testing.assert_close(
+            tp.importance.MagnitudeImportance()(group), rank_pair_importance(down.weight, up.weight)
+        )
+
+
+def brute_force_global_pruning(weights: dict, ratio: float) -> dict[str, list[int]]:
+    """Every subset of the pairs tried: of those leaving each adapter a pair and at most 1 - ratio of the
+    parameters, the one with the least important most important removed pair, then the fewest parameters
+    left, then the most importance kept (everything under the threshold goes, each adapter's best stays)."""
+    names, scores, sizes = [], [], []
+    for name, (a, b) in weights.items():
+        norms = a.pow(2).sum(1) + b.pow(2).sum(0)
+        for i, score in enumerate((norms / norms.mean()).tolist()):
+            names.append((name, i))
+            scores.append(score)
+            sizes.append(a.shape[1] + b.shape[0])
+    scores, sizes = np.array(scores), np.array(sizes)
+    removed = (np.arange(2 ** len(names))[:, None] >> np.arange(len(names))) & 1 == 1
+    left = ((~removed) * sizes).sum(1)
+    adapters = np.array([n for n, _ in names])
+    feasible = (left <= (1 - ratio) * sizes.sum()) & np.all(
+        [(~removed[:, adapters == a]).any(1) for a in weights], axis=0
+    )
+    worst = np.where(removed, scores, -np.inf).max(1)
+    kept = ((~removed) * scores).sum(1)
+    best = np.lexsort((-kept, left, worst))  # last key first
+    choice = removed[next(i for i in best if feasible[i])]
+    return {a: [i for (n, i), r in zip(names, choice, strict=True) if n == a and not r] for a in weights}
+
+
+def test_global_lora_pruning_agrees_with_a_brute_force_and_zeroes_the_removed_pairs(
+    snapshot, rgb_images, tmp_path
+):
+    """Lu et al.'s global rule on a tiny LoRA (4 adapters of rank 4 on the cross-attention keys, 24 and
+    32 weights a pair): the kept pairs are the brute force's over all 2^16 subsets; ranks differ between
+    adapters; at most half the parameters remain; the pruned model equals the unpruned one with the
+    removed pairs zeroed."""
+    lora = {"rank": 4, "alpha": 8, "targets": ["attn2.to_k"]}
+    model = build_model(
+        {"family": "lora", "pretrained": str(snapshot), "lora": lora}, SCHEDULER, (3, 8, 8), 0, PROMPTS
+    )
+    generator = torch.Generator().manual_seed(5)
+    layers = lora_layers(model.unet)
+    with torch.no_grad():  # adapters of different scales whose pairs' norms spread from not to 1000-fold
+        for k, layer in enumerate(layers.values()):
+            a, b = layer.lora_A["default"].weight, layer.lora_B["default"].weight
+            a.normal_(0, 0.1 * (1 + k), generator=generator).mul_(torch.logspace(0, k, 4).view(4, 1))
+            b.normal_(0, 0.1, generator=generator)
+    weights = {
+        n: (m.lora_A["default"].weight.detach().clone(), m.lora_B["default"].weight.detach().clone())
+        for n, m in layers.items()
+    }
+    expected = brute_force_global_pruning(weights, 0.5)
+    assert global_rank_pairs(weights, 0.5) == expected
+    x, t = model.encode(rgb_images), torch.tensor([10, 200, 500, 900])
+    cond = model.condition([PROMPTS[0]] * 4)
+    with torch.no_grad():
+        reference = model.copy()
+        for name, layer in lora_layers(reference.unet).items():
+            gone = [i for i in range(4) if i not in expected[name]]
+            layer.lora_A["default"].weight[gone] = 0
+        zeroed = reference.predict_noise(x, t, cond)
+    record = model.prune(0.5)
+    assert record["ranks_after"] == {name: len(kept) for name, kept in expected.items()}
+    assert len(set(record["ranks_after"].values())) > 1
+    assert record["parameters_after"] <= record["parameters_before"] / 2 < record["parameters_after"] + 32
+    model.save_pretrained(tmp_path / "pruned")  # the ranks travel with the file
+    with torch.no_grad():
+        torch.testing.assert_close(model.predict_noise(x, t, cond), zeroed, rtol=1e-5, atol=1e-6)
+        again = load_model(tmp_path / "pruned").predict_noise(x, t, cond)
+        torch.testing.assert_close(again, zeroed, rtol=1e-5, atol=1e-6)
 
 
 def test_lora_saves_in_the_diffusers_layout_a_pipeline_loads(lora_model, snapshot, rgb_images, tmp_path):

@@ -128,8 +128,8 @@ class PixelDiffusion(DiffusionModel):
     def copy(self) -> PixelDiffusion:
         return PixelDiffusion(copy.deepcopy(self.unet), self.scheduler)
 
-    def prune(self, ratio: float) -> dict:
-        """Structured channel pruning of the UNet (see diffattr.pruning)."""
+    def prune(self, ratio: float, scope: str = "global") -> dict:
+        """Structured channel pruning of the UNet (see diffattr.pruning); `scope` is for LoRA only."""
         from diffattr.pruning import prune_unet
 
         return prune_unet(self.unet, ratio).to_dict()

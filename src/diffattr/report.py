@@ -504,8 +504,9 @@ def cost_section(report: Report) -> Section | None:
     if pruned is not None:
         pruning = json.loads((Path(pruned) / "pruning.json").read_text())
         pr = pruning["pruning"]
+        unit = "LoRA parameters" if pr.get("kind") == "lora_rank" else "channels"
         note += (
-            f" Pruning removed {100 * pr['removed_fraction']:.0f}% of channels (requested"
+            f" Pruning removed {100 * pr['removed_fraction']:.0f}% of {unit} (requested"
             f" {100 * pr['ratio']:.0f}%), {pr['parameters_before']:,} -> {pr['parameters_after']:,}"
             f" parameters; fine-tuning the pruned model on all data took"
             f" {pruning['finetune_seconds']:.1f}s once."
