@@ -531,12 +531,25 @@ again: removing the top-valued contributors should hurt more.</p>
 
 
 def planted_text(planted: pd.DataFrame) -> str:
-    """One sentence per way: where its values rank the planted (corrupted) contributors, lowest first."""
+    """The verdict, then one sentence per way: where its values rank the planted (corrupted) contributors,
+    lowest first, and whether that passes (all of them at the bottom)."""
+    failed = planted[~planted["passed"].astype(bool)]
+    verdict = (
+        f"The check FAILED for {len(failed)} of {len(planted)} values tables: "
+        + ", ".join(f"{row.estimator} by {row.how}" for row in failed.itertuples())
+        + " values do not put every planted contributor at the bottom."
+        if len(failed)
+        else f"The check passed for every values table ({len(planted)})."
+    )
     return " ".join(
-        f"{row.estimator} values by {row.how} rank the planted contributors ({row.planted})"
-        f" {row.ranks_from_bottom} from the bottom of {row.contributors};"
-        f" precision at {row.k} of the bottom {row.precision_at_k:.2f}."
-        for row in planted.itertuples()
+        [verdict]
+        + [
+            f"{row.estimator} values by {row.how} rank the planted contributors ({row.planted})"
+            f" {row.ranks_from_bottom} from the bottom of {row.contributors};"
+            f" precision at {row.k} of the bottom {row.precision_at_k:.2f}:"
+            f" {'passed' if row.passed else 'failed'}."
+            for row in planted.itertuples()
+        ]
     )
 
 
@@ -549,7 +562,8 @@ def planted_section(report: Report) -> Section | None:
     if planted.empty:
         return None
     body = f"""<p>These contributors' images were corrupted before training: a good valuation puts them at
-the bottom (rank 1 = lowest value). {html.escape(planted_text(planted))}</p>
+the bottom (rank 1 = lowest value); the check passes when all of them are the lowest-valued.
+{html.escape(planted_text(planted))}</p>
 {report.table(planted, [path], decimals=3)}"""
     return Section("planted", "Planted low-quality contributors", body)
 
