@@ -35,7 +35,7 @@ with job(snakemake.log[0], snakemake.threads) as log:
     for spec, output in each_model(models, snakemake.output, snakemake.threads):
         start = time.perf_counter()
         model = load_model(spec["path"]).to(device)
-        pixels = ddim_sample(model, seeds, cfg["num_inference_steps"], 0.0, 256)
+        pixels = ddim_sample(model, seeds, cfg["num_inference_steps"], 0.0, 256, cfg["guidance_scale"])
         generated = torch.from_numpy(pixels).float() / 127.5 - 1
         measured = measure_property(
             cfg["name"],

@@ -1,4 +1,5 @@
-"""Rule generate: DDIM samples of the full model, one seed per image, stored like a dataset.
+"""Rule generate: DDIM samples of the full model (guided when generate.guidance_scale asks), one seed
+per image, stored like a dataset.
 
 With a second output (samples/full_trajectory.zarr, asked for when some method is Journey-TRAK)
 the run's visited x_t, predicted noise and final latents go there too."""
@@ -16,7 +17,7 @@ with job(snakemake.log[0], snakemake.threads) as log:
     cfg = snakemake.params.generate
     model = load_model(snakemake.input.model).to(resolve_device(snakemake.params.device))
     seeds = cfg["seed"] * 1_000_003 + np.arange(cfg["num_images"], dtype=np.int64)
-    args = (model, seeds, cfg["num_inference_steps"], cfg["eta"], cfg["batch_size"])
+    args = (model, seeds, cfg["num_inference_steps"], cfg["eta"], cfg["batch_size"], cfg["guidance_scale"])
     if len(snakemake.output) > 1:
         images, trajectory = ddim_trajectory(*args)
         write_arrays(snakemake.output[1], trajectory, attrs={"seeds": seeds}, chunk_rows=cfg["batch_size"])

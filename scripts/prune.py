@@ -14,7 +14,7 @@ with job(snakemake.log[0], snakemake.threads) as log:
     p = snakemake.params
     device = resolve_device(p.device)
     model = load_model(snakemake.input.full)
-    record = model.prune(p.pruning["ratio"])
+    record = model.prune(p.pruning["ratio"], p.pruning["lora_scope"])
     log.info("pruned: %s", record)
     data = read_imageset(snakemake.input.train)
     images = data.tensor()

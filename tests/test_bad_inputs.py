@@ -220,6 +220,15 @@ CONFIG_CASES = [
         {"shapley": {"heldout": {"seeds": [1, 1]}}},
         "config key 'shapley.heldout.seeds': [1, 1] has non-unique",
     ),
+    (
+        {"generate": {"guidance_scale": 7.5}},
+        "config key 'generate.guidance_scale': guidance 7.5 needs a text-conditioned model; 'model.family' "
+        "is 'pixel'",
+    ),
+    (
+        {"shapley": {"property": {"guidance_scale": 2}}},
+        "config key 'shapley.property.guidance_scale': guidance 2 needs a text-conditioned model",
+    ),
     # schema-level, for completeness of the corpus
     ({"lds": {"num_subsets": "many"}}, "config key 'lds.num_subsets': 'many' is not of type 'integer'"),
     ({"device": "gpu"}, "config key 'device': 'gpu' is not one of"),

@@ -57,3 +57,33 @@ def test_ranks_and_precision_against_a_hand_count():
     )
     assert row.precision_at_k == 0.5
     assert planted_table({"kernelshap-retrain": table.assign(planted=False)}).empty
+
+
+def test_the_report_says_the_check_failed_when_a_game_values_the_planted_contributors_highly(tmp_path):
+    """Two games over 6 contributors with 4 and 5 planted, their exact Shapley values through planted.csv
+    into the report: where the planted ones lower the property the check passes; where they raise it (a
+    valuation that would be wrong about corrupted data) they are at the top, and the report says FAILED."""
+    from diffattr.report import Report, planted_section
+    from diffattr.valuation import exact_shapley
+
+    n, planted = 6, np.arange(6) >= 4
+    harmful = np.where(planted, -0.3, 0.2)
+
+    def game(effects: np.ndarray):
+        return lambda mask: float(effects[mask].sum() + 0.1 * mask[:2].all())  # with an interaction
+
+    tables = {}
+    for label, effects in (("kernelshap-retrain", harmful), ("kernelshap-sparse_ft", -harmful)):
+        values = exact_shapley(game(effects), n)
+        tables[label] = pd.DataFrame({"name": list("abcdef"), "value": values, "planted": planted})
+    table = planted_table(tables)
+    assert table["passed"].tolist() == [True, False]
+    assert table.loc[1, "ranks_from_bottom"] == "5, 6"
+    table.to_csv(tmp_path / "planted.csv", index=False)
+    body = planted_section(Report(tmp_path, {"planted": str(tmp_path / "planted.csv")}, {}, {})).body
+    assert "The check FAILED for 1 of 2 values tables: kernelshap by sparse_ft values" in body
+    assert "(e, f) 5, 6 from the bottom of 6; precision at 2 of the bottom 0.00: failed." in body
+    assert "(e, f) 1, 2 from the bottom of 6; precision at 2 of the bottom 1.00: passed." in body
+    table.iloc[:1].to_csv(tmp_path / "planted.csv", index=False)  # the harmful game's alone
+    body = planted_section(Report(tmp_path, {"planted": str(tmp_path / "planted.csv")}, {}, {})).body
+    assert "The check passed for every values table (1)." in body and "FAILED" not in body

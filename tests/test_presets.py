@@ -343,14 +343,18 @@ def check_generated_captions(samples: Path, data: dict) -> None:
 
 
 def check_pruning(record: Path, model: dict, shapley: dict) -> None:
-    """The pruned model is smaller: a LoRA keeps the preset's share of its rank pairs, a UNet loses
-    channels."""
+    """The pruned model is smaller: a LoRA keeps at most the preset's share of its parameters (global
+    scope) or of each adapter's rank pairs (per_adapter), a UNet loses channels."""
     pruning = json.loads(record.read_text())["pruning"]
     if model.get("family") == "lora":
-        assert pruning["kind"] == "lora_rank"
-        rank = model["lora"]["rank"]
-        kept = max(1, round(rank * (1 - shapley["pruning"]["ratio"])))
-        assert (pruning["rank_before"], pruning["rank_after"]) == (rank, kept)
+        assert pruning["kind"] == "lora_rank" and pruning["scope"] == shapley["pruning"]["lora_scope"]
+        rank, keep = model["lora"]["rank"], 1 - shapley["pruning"]["ratio"]
+        assert pruning["rank_before"] == rank and min(pruning["ranks_after"].values()) >= 1
+        if pruning["scope"] == "per_adapter":
+            assert set(pruning["ranks_after"].values()) == {max(1, round(rank * keep))}
+        else:
+            at_least_one = set(pruning["ranks_after"].values()) == {1}  # each adapter keeps a pair
+            assert pruning["parameters_after"] <= keep * pruning["parameters_before"] or at_least_one
     else:
         assert pruning["channels_after"] < pruning["channels_before"], pruning
 

@@ -44,13 +44,20 @@ def _unet(model_config: dict, sample_size: int, channels: int) -> UNet2DModel:
     )
 
 
+SCHEDULE_KEYS = ("beta_start", "beta_end", "clip_sample")
+
+
 def build_scheduler(scheduler_config: dict) -> DDPMScheduler:
-    """The DDPM forward process used in training, loss measurement and featurization."""
+    """The DDPM forward process used in training, loss measurement and featurization.
+
+    beta_start, beta_end and clip_sample absent from `scheduler_config` take diffusers' defaults
+    (1e-4, 0.02, clipping on), the schema's defaults too.
+    """
     return DDPMScheduler(
         num_train_timesteps=scheduler_config["num_train_timesteps"],
         beta_schedule=scheduler_config["beta_schedule"],
         prediction_type="epsilon",
-        clip_sample=True,
+        **{key: scheduler_config[key] for key in SCHEDULE_KEYS if key in scheduler_config},
     )
 
 
@@ -121,8 +128,8 @@ class PixelDiffusion(DiffusionModel):
     def copy(self) -> PixelDiffusion:
         return PixelDiffusion(copy.deepcopy(self.unet), self.scheduler)
 
-    def prune(self, ratio: float) -> dict:
-        """Structured channel pruning of the UNet (see diffattr.pruning)."""
+    def prune(self, ratio: float, scope: str = "global") -> dict:
+        """Structured channel pruning of the UNet (see diffattr.pruning); `scope` is for LoRA only."""
         from diffattr.pruning import prune_unet
 
         return prune_unet(self.unet, ratio).to_dict()

@@ -79,7 +79,8 @@ def planted_ranks(values: np.ndarray, planted: np.ndarray) -> dict:
 
 
 def planted_table(values: dict[str, pd.DataFrame]) -> pd.DataFrame:
-    """One row per values table (estimator-way): the planted contributors' ranks and precision at k."""
+    """One row per values table (estimator-way): the planted contributors' ranks and precision at k, and
+    whether the check passed (every planted contributor among the k lowest values)."""
     rows = []
     for label, table in values.items():
         planted = table["planted"].to_numpy(bool)
@@ -96,7 +97,17 @@ def planted_table(values: dict[str, pd.DataFrame]) -> pd.DataFrame:
                 "ranks_from_bottom": ", ".join(map(str, result["ranks"])),
                 "k": result["k"],
                 "precision_at_k": result["precision"],
+                "passed": result["precision"] == 1.0,
             }
         )
-    columns = ["estimator", "how", "contributors", "planted", "ranks_from_bottom", "k", "precision_at_k"]
+    columns = [
+        "estimator",
+        "how",
+        "contributors",
+        "planted",
+        "ranks_from_bottom",
+        "k",
+        "precision_at_k",
+        "passed",
+    ]
     return pd.DataFrame(rows, columns=columns)

@@ -81,8 +81,10 @@ class DiffusionModel(ABC):
         """A model whose trainable parts are independent copies (frozen parts may be shared)."""
 
     @abstractmethod
-    def prune(self, ratio: float) -> dict:
-        """Remove `ratio` of the trainable structure in place; the record goes to pruning.json."""
+    def prune(self, ratio: float, scope: str = "global") -> dict:
+        """Remove `ratio` of the trainable structure in place; the record goes to pruning.json. `scope`
+        (shapley.pruning.lora_scope) says whether LoRA rank pairs are ranked across all adapters or
+        within each; families without adapters ignore it."""
 
     @abstractmethod
     def save_pretrained(self, path: str | Path) -> None:

@@ -2,7 +2,8 @@
 
 The autoencoder (an AutoencoderKL or a VQModel in diffusers layout, `model.vae`) is loaded from a
 local path and never trained; latents are the encoder's mean (KL) or pre-quantisation output (VQ),
-shifted and scaled by the autoencoder's `shift_factor` and `scaling_factor`.
+shifted by the autoencoder's `shift_factor` and scaled by `model.latent_scale` (default: the
+autoencoder's `scaling_factor`; Lu et al.'s LDM uses the VQ latents unscaled, a scale of 1).
 """
 
 from __future__ import annotations
@@ -42,21 +43,23 @@ def load_autoencoder(path: str | Path | None, key: str, subfolders: Sequence[str
     return vae.eval().requires_grad_(False)
 
 
-def vae_encode(vae: Autoencoder, images: torch.Tensor) -> torch.Tensor:
-    """Scaled latents of images in [-1, 1] (deterministic: the mean of a KL posterior)."""
+def vae_encode(vae: Autoencoder, images: torch.Tensor, scale: float | None = None) -> torch.Tensor:
+    """Latents of images in [-1, 1] (deterministic: the mean of a KL posterior), multiplied by `scale`
+    (None: the autoencoder's scaling_factor)."""
     with torch.no_grad():
         if isinstance(vae, VQModel):
             z = vae.encode(images).latents
         else:
             z = vae.encode(images).latent_dist.mode()
     shift = getattr(vae.config, "shift_factor", None) or 0.0
-    return (z - shift) * vae.config.scaling_factor
+    return (z - shift) * (vae.config.scaling_factor if scale is None else scale)
 
 
-def vae_decode(vae: Autoencoder, z: torch.Tensor) -> torch.Tensor:
-    """Images in about [-1, 1] from scaled latents (a VQ decoder quantises first)."""
+def vae_decode(vae: Autoencoder, z: torch.Tensor, scale: float | None = None) -> torch.Tensor:
+    """Images in about [-1, 1] from latents scaled by `scale` (None: the autoencoder's scaling_factor);
+    a VQ decoder quantises first."""
     shift = getattr(vae.config, "shift_factor", None) or 0.0
-    return vae.decode(z / vae.config.scaling_factor + shift).sample
+    return vae.decode(z / (vae.config.scaling_factor if scale is None else scale) + shift).sample
 
 
 def latent_shape_of(vae: Autoencoder, image_shape: Sequence[int], key: str) -> tuple[int, int, int]:
@@ -72,12 +75,14 @@ def latent_shape_of(vae: Autoencoder, image_shape: Sequence[int], key: str) -> t
 
 @dataclass
 class LatentDiffusion(PixelDiffusion):
-    """A UNet2DModel over the latents of a frozen autoencoder loaded from `vae_path`: the pixel family's
-    denoiser, training and pruning, with encode/decode through the autoencoder."""
+    """A UNet2DModel over the latents of a frozen autoencoder loaded from `vae_path`, multiplied by
+    `latent_scale`: the pixel family's denoiser, training and pruning, with encode/decode through the
+    autoencoder."""
 
     family: ClassVar[str] = "latent"
     vae: Autoencoder
     vae_path: str
+    latent_scale: float
 
     @classmethod
     def build(
@@ -93,33 +98,40 @@ class LatentDiffusion(PixelDiffusion):
         channels, size, _ = latent_shape_of(vae, image_shape, "model.vae")
         unet = build_unet(model_config, sample_size=size, channels=channels, seed=seed)
         path = str(Path(model_config["vae"]).resolve())
-        return cls(unet=unet, scheduler=build_scheduler(scheduler_config), vae=vae, vae_path=path)
+        scale = model_config.get("latent_scale")
+        scale = float(vae.config.scaling_factor if scale is None else scale)
+        return cls(unet, build_scheduler(scheduler_config), vae, path, scale)
 
     def modules(self) -> list[torch.nn.Module]:
         return [self.unet, self.vae]
 
     def encode(self, images: torch.Tensor) -> torch.Tensor:
-        return vae_encode(self.vae, images)
+        return vae_encode(self.vae, images, self.latent_scale)
 
     def decode(self, x: torch.Tensor) -> torch.Tensor:
-        return vae_decode(self.vae, x)
+        return vae_decode(self.vae, x, self.latent_scale)
 
     def copy(self) -> LatentDiffusion:
-        return LatentDiffusion(copy.deepcopy(self.unet), self.scheduler, self.vae, self.vae_path)
+        return LatentDiffusion(
+            copy.deepcopy(self.unet), self.scheduler, self.vae, self.vae_path, self.latent_scale
+        )
 
     def save_pretrained(self, path: str | Path) -> None:
-        """unet/, scheduler/ and family.json with the autoencoder's path (it is not copied)."""
+        """unet/, scheduler/ and family.json with the autoencoder's path (it is not copied) and the
+        latent scale."""
         save_unet(self.unet, Path(path) / "unet")
         self.scheduler.save_pretrained(Path(path) / "scheduler")
-        self.write_family(path, vae=self.vae_path)
+        self.write_family(path, vae=self.vae_path, latent_scale=self.latent_scale)
 
     @classmethod
     def from_pretrained(cls, path: str | Path) -> LatentDiffusion:
         path = Path(path)
-        vae_path = read_family(path)["vae"]
+        info = read_family(path)
+        vae = load_autoencoder(info["vae"], "model.vae")
         return cls(
             unet=load_unet(path / "unet"),
             scheduler=DDPMScheduler.from_pretrained(path / "scheduler", local_files_only=True),
-            vae=load_autoencoder(vae_path, "model.vae"),
-            vae_path=vae_path,
+            vae=vae,
+            vae_path=info["vae"],
+            latent_scale=float(info.get("latent_scale", vae.config.scaling_factor)),
         )

@@ -200,31 +200,43 @@ class LoraDiffusion(DiffusionModel):
             list(self.prompt_list),
         )
 
-    def prune(self, ratio: float) -> dict:
-        """Keep the top (1 - ratio) of each adapter's rank pairs (A row i, B column i) by ||A_i|| ||B_i||.
+    def prune(self, ratio: float, scope: str = "global") -> dict:
+        """Remove rank pairs (A row i, B column i) of the adapters: `ratio` of the LoRA parameters across
+        all adapters by Lu et al.'s importance (scope global, non-uniform ranks: `global_rank_pairs`), or
+        `ratio` of each adapter's pairs by norm(A_i) norm(B_i) (scope per_adapter, one rank everywhere).
 
-        The adapters are rebuilt at the kept rank with alpha scaled by kept / rank, so lora_alpha / r
-        is unchanged and the pruned model equals the original with the removed pairs set to zero.
+        Each adapter is rebuilt at its kept rank with alpha scaled by kept / rank, so lora_alpha / r is
+        unchanged and the pruned model equals the original with the removed pairs set to zero.
         """
         if not 0 <= ratio < 1:
             raise InputError(
                 f"config key 'shapley.pruning.ratio': {ratio} is not in [0, 1) (fraction removed)"
             )
-        config = self.unet.peft_config[ADAPTER]
-        rank = config.r
-        keep = max(1, round((1 - ratio) * rank))
+        if scope not in PRUNING_SCOPES:
+            raise InputError(
+                f"config key 'shapley.pruning.lora_scope': {scope!r} is not one of {PRUNING_SCOPES}"
+            )
+        config, layers = self.unet.peft_config[ADAPTER], lora_layers(self.unet)
+        weights = {
+            name: (layer.lora_A[ADAPTER].weight.detach(), layer.lora_B[ADAPTER].weight.detach())
+            for name, layer in layers.items()
+        }
+        kept = (
+            global_rank_pairs(weights, ratio) if scope == "global" else per_adapter_rank_pairs(weights, ratio)
+        )
         before = sum(p.numel() for p in self.trainable_parameters())
         state = {}
-        for name, layer in lora_layers(self.unet).items():
-            a = layer.lora_A[ADAPTER].weight.detach()
-            b = layer.lora_B[ADAPTER].weight.detach()
-            top = (a.norm(dim=1) * b.norm(dim=0)).topk(keep).indices.sort().values
-            state[f"{name}.lora_A.weight"] = a[top].clone()
-            state[f"{name}.lora_B.weight"] = b[:, top].clone()
+        for name, (a, b) in weights.items():
+            state[f"{name}.lora_A.weight"] = a[kept[name]].clone()
+            state[f"{name}.lora_B.weight"] = b[:, kept[name]].clone()
+        ranks = {name: len(idx) for name, idx in kept.items()}
+        alphas = {name: layers[name].scaling[ADAPTER] * k for name, k in ranks.items()}  # alpha / r kept
         self.unet.delete_adapters(ADAPTER)
         pruned = LoraConfig(
-            r=keep,
-            lora_alpha=config.lora_alpha * keep / rank,
+            r=config.r,
+            lora_alpha=config.lora_alpha,
+            rank_pattern=ranks,
+            alpha_pattern=alphas,
             target_modules=sorted(config.target_modules),
             init_lora_weights="gaussian",
         )
@@ -233,12 +245,14 @@ class LoraDiffusion(DiffusionModel):
         after = sum(p.numel() for p in self.trainable_parameters())
         return {
             "kind": "lora_rank",
+            "scope": scope,
             "ratio": ratio,
-            "rank_before": rank,
-            "rank_after": keep,
-            "removed_fraction": 1 - keep / rank,
+            "rank_before": config.r,
+            "ranks_after": ranks,
+            "removed_fraction": 1 - after / before,
             "parameters_before": before,
             "parameters_after": after,
+            "meaning": "ratio = requested and removed_fraction = achieved share of LoRA parameters REMOVED",
         }
 
     def save_pretrained(self, path: str | Path) -> None:
@@ -286,3 +300,47 @@ def load_lora(unet: UNet2DConditionModel, path: str | Path) -> None:
     )
     for name, p in unet.named_parameters():  # the snapshot stays frozen, the adapters can train
         p.requires_grad_(".lora_" in name)
+
+
+PRUNING_SCOPES = ("global", "per_adapter")
+Pairs = dict[str, tuple[torch.Tensor, torch.Tensor]]
+
+
+def rank_pair_importance(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Lu et al.'s importance of an adapter's rank pairs: torch-pruning's group magnitude importance of
+    the coupled A row and B column (norm(A_i)^2 + norm(B_i)^2, as MagnitudeImportance(p=2) sums them),
+    divided by the adapter's mean (its 'mean' normaliser), so pairs of different adapters compare."""
+    score = a.pow(2).sum(1) + b.pow(2).sum(0)
+    return score / score.mean()
+
+
+def global_rank_pairs(weights: Pairs, ratio: float) -> dict[str, list[int]]:
+    """The rank pairs each adapter keeps (name -> sorted indices) when pairs are removed across all
+    adapters, least important first (`rank_pair_importance`; ties by adapter order, then index), until
+    at most (1 - ratio) of the LoRA parameters remain (Lu et al.'s prune_lora.py). A pair counts its
+    own parameters (A row + B column); each adapter's most important pair is never removed, so every
+    adapter keeps rank 1 or more. `weights` maps an adapter's name to its (A (r, in), B (out, r))."""
+    pairs = []
+    for name, (a, b) in weights.items():
+        score = rank_pair_importance(a, b)
+        top = int(score.argmax())
+        pairs += [(float(score[i]), name, i, a.shape[1] + b.shape[0], i == top) for i in range(len(score))]
+    remaining = sum(size for *_, size, _ in pairs)
+    target = (1 - ratio) * remaining
+    removed = set()
+    for _, name, i, size, protected in sorted(pairs, key=lambda pair: pair[0]):
+        if remaining <= target:
+            break
+        if not protected:
+            removed.add((name, i))
+            remaining -= size
+    return {name: [i for i in range(len(a)) if (name, i) not in removed] for name, (a, _) in weights.items()}
+
+
+def per_adapter_rank_pairs(weights: Pairs, ratio: float) -> dict[str, list[int]]:
+    """The top round((1 - ratio) r) pairs (at least 1) of each adapter by norm(A_i) norm(B_i)."""
+    kept = {}
+    for name, (a, b) in weights.items():
+        keep = max(1, round((1 - ratio) * len(a)))
+        kept[name] = (a.norm(dim=1) * b.norm(dim=0)).topk(keep).indices.sort().values.tolist()
+    return kept

@@ -37,6 +37,9 @@ def check_config(config: dict, workdir: str | Path, repo_root: str | Path) -> No
         _check_train("train", config["train"])
         _check_steps("lds.timesteps", lds["timesteps"], timesteps)
         _check_steps("generate.num_inference_steps", config["generate"]["num_inference_steps"], timesteps)
+        _check_guidance(
+            "generate.guidance_scale", config["generate"]["guidance_scale"], "model", config["model"]
+        )
         for name, featurizer in config["featurizers"].items():
             _check_steps(f"featurizers.{name}.timesteps", featurizer["timesteps"], timesteps)
         _check_lds_fractions(config)
@@ -58,6 +61,9 @@ def check_config(config: dict, workdir: str | Path, repo_root: str | Path) -> No
         )
         _check_steps(
             "shapley.property.num_inference_steps", shapley["property"]["num_inference_steps"], timesteps
+        )
+        _check_guidance(
+            "shapley.property.guidance_scale", shapley["property"]["guidance_scale"], model_key, model
         )
         _check_contributors(shapley, data, data_key)
         _check_property(shapley, data, data_key)
@@ -247,6 +253,16 @@ def _check_steps(key: str, steps: int, num_train_timesteps: int) -> None:
         raise InputError(
             f"config key '{key}': {steps} is more than scheduler.num_train_timesteps "
             f"({num_train_timesteps}); timesteps would repeat"
+        )
+
+
+def _check_guidance(key: str, scale: float | None, model_key: str, model: dict) -> None:
+    """Classifier-free guidance (a scale other than null or 1) only for a text-conditioned family."""
+    family = model.get("family", "pixel")
+    if scale not in (None, 1) and family != "lora":
+        raise InputError(
+            f"config key '{key}': guidance {scale} needs a text-conditioned model; '{model_key}.family' is "
+            f"{family!r} (only lora is; null or 1 = no guidance)"
         )
 
 

@@ -105,8 +105,9 @@ def cost_section(report: Report) -> Section | None:
     if pruned is not None:
         pruning = json.loads((Path(pruned) / "pruning.json").read_text())
         pr = pruning["pruning"]
+        unit = "LoRA parameters" if pr.get("kind") == "lora_rank" else "channels"
         note += (
-            f" Pruning removed {100 * pr['removed_fraction']:.0f}% of channels (requested"
+            f" Pruning removed {100 * pr['removed_fraction']:.0f}% of {unit} (requested"
             f" {100 * pr['ratio']:.0f}%), {pr['parameters_before']:,} -> {pr['parameters_after']:,}"
             f" parameters; fine-tuning the pruned model on all data took"
             f" {pruning['finetune_seconds']:.1f}s once."
@@ -131,12 +132,25 @@ again: removing the top-valued contributors should hurt more.</p>
 
 
 def planted_text(planted: pd.DataFrame) -> str:
-    """One sentence per way: where its values rank the planted (corrupted) contributors, lowest first."""
+    """The verdict, then one sentence per way: where its values rank the planted (corrupted) contributors,
+    lowest first, and whether that passes (all of them at the bottom)."""
+    failed = planted[~planted["passed"].astype(bool)]
+    verdict = (
+        f"The check FAILED for {len(failed)} of {len(planted)} values tables: "
+        + ", ".join(f"{row.estimator} by {row.how}" for row in failed.itertuples())
+        + " values do not put every planted contributor at the bottom."
+        if len(failed)
+        else f"The check passed for every values table ({len(planted)})."
+    )
     return " ".join(
-        f"{row.estimator} values by {row.how} rank the planted contributors ({row.planted})"
-        f" {row.ranks_from_bottom} from the bottom of {row.contributors};"
-        f" precision at {row.k} of the bottom {row.precision_at_k:.2f}."
-        for row in planted.itertuples()
+        [verdict]
+        + [
+            f"{row.estimator} values by {row.how} rank the planted contributors ({row.planted})"
+            f" {row.ranks_from_bottom} from the bottom of {row.contributors};"
+            f" precision at {row.k} of the bottom {row.precision_at_k:.2f}:"
+            f" {'passed' if row.passed else 'failed'}."
+            for row in planted.itertuples()
+        ]
     )
 
 
@@ -149,6 +163,7 @@ def planted_section(report: Report) -> Section | None:
     if planted.empty:
         return None
     body = f"""<p>These contributors' images were corrupted before training: a good valuation puts them at
-the bottom (rank 1 = lowest value). {html.escape(planted_text(planted))}</p>
+the bottom (rank 1 = lowest value); the check passes when all of them are the lowest-valued.
+{html.escape(planted_text(planted))}</p>
 {report.table(planted, [path], decimals=3)}"""
     return Section("planted", "Planted low-quality contributors", body)
