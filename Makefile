@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 SHELL := /bin/bash
 .SHELLFLAGS := -o pipefail -c
 
-.PHONY: demo test test-presets reproduce docs lint bench install system-deps clean
+.PHONY: demo test test-presets reproduce docs rulegraph lint bench install system-deps clean
 
 install: $(STAMP)
 
@@ -59,6 +59,17 @@ system-deps:
 # README's and docs/'s measured tables and docs/configuration.md, rendered from the files they come from.
 docs: $(STAMP)
 	$(BIN)/python docs/render.py
+
+# docs/figures/rulegraph.svg: every rule of demo-all-methods (one job per model and shard, so no batch
+# rules) and how they feed each other; needs Graphviz's dot (apt-get install graphviz).
+RULEGRAPH_DIR := $(shell mktemp -u /tmp/diffattr-rulegraph.XXXXXX)
+rulegraph: $(STAMP)
+	mkdir -p $(RULEGRAPH_DIR) && cp config.yaml $(RULEGRAPH_DIR)/
+	$(BIN)/snakemake -s workflow/Snakefile -d $(RULEGRAPH_DIR) --rulegraph --quiet all \
+		--configfile experiments/demo-all-methods.yaml \
+		--config "lds={'models_per_job': 1}" "featurize={'shards_per_job': 1}" "shapley={'models_per_job': 1}" \
+		| dot -Tsvg > docs/figures/rulegraph.svg
+	rm -rf $(RULEGRAPH_DIR)
 
 bench: $(STAMP)
 	$(BIN)/pip install --quiet -e ".[dev,bench]"
