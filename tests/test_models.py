@@ -5,6 +5,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from diffusers import DDPMPipeline
 
 from diffattr.models import PixelDiffusion, resolve_device
 from diffattr.outputs import evenly_spaced_timesteps, measure_loss
@@ -50,6 +51,15 @@ def test_training_lowers_the_loss_saves_checkpoints_and_reloads(tiny_model, tiny
         rtol=1e-6,
     )
     assert json.loads((tmp_path / "checkpoints/step75/unet/config.json").read_text())["sample_size"] == 8
+    # the saved folder is a diffusers DDPMPipeline too: one line opens it with the same weights
+    pipeline = DDPMPipeline.from_pretrained(tmp_path / "model", local_files_only=True, use_safetensors=True)
+    for name, tensor in tiny_model.unet.state_dict().items():
+        assert torch.equal(pipeline.unet.state_dict()[name], tensor), name
+    loaded_config, saved_config = (
+        {k: v for k, v in config.items() if not k.startswith("_")}
+        for config in (pipeline.scheduler.config, tiny_model.scheduler.config)
+    )
+    assert loaded_config == saved_config
 
 
 R2 = np.sqrt(2) / 4  # cos(pi / 4) / 2

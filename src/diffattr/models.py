@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import copy
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
+import diffusers
 import torch
 from diffusers.models.unets.unet_2d import UNet2DModel
 from diffusers.schedulers.scheduling_ddpm import DDPMScheduler
@@ -135,10 +137,19 @@ class PixelDiffusion(DiffusionModel):
         return prune_unet(self.unet, ratio).to_dict()
 
     def save_pretrained(self, path: str | Path) -> None:
-        """unet/ and scheduler/ in diffusers layout, and family.json."""
+        """unet/ and scheduler/ in diffusers layout, and family.json; an unpruned model also gets the
+        model_index.json of a DDPMPipeline, so `DDPMPipeline.from_pretrained(path)` opens it."""
         save_unet(self.unet, Path(path) / "unet")
         self.scheduler.save_pretrained(Path(path) / "scheduler")
         self.write_family(path)
+        if not is_pruned(self.unet):
+            index = {
+                "_class_name": "DDPMPipeline",
+                "_diffusers_version": diffusers.__version__,
+                "scheduler": ["diffusers", type(self.scheduler).__name__],
+                "unet": ["diffusers", "UNet2DModel"],
+            }
+            (Path(path) / "model_index.json").write_text(json.dumps(index, indent=2))
 
     @classmethod
     def from_pretrained(cls, path: str | Path) -> PixelDiffusion:
