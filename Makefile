@@ -63,6 +63,7 @@ docs: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/pip install --quiet -e ".[dev,bench]"
 	$(BIN)/python benchmarks/featurize.py
+	$(BIN)/python benchmarks/query.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check src scripts tests benchmarks docs
