@@ -74,6 +74,7 @@ rulegraph: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/pip install --quiet -e ".[dev,bench]"
 	$(BIN)/python benchmarks/featurize.py
+	$(BIN)/python benchmarks/query.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check src scripts tests benchmarks docs

@@ -45,7 +45,12 @@ class ImageSet:
 
     def tensor(self) -> torch.Tensor:
         """Images as float32 in [-1, 1], the diffusion model's data space."""
-        return torch.from_numpy(self.images).float().div(127.5).sub(1.0)
+        return model_space(self.images)
+
+
+def model_space(images: np.ndarray) -> torch.Tensor:
+    """uint8 images (N, C, H, W) as float32 in [-1, 1], the diffusion model's data space."""
+    return torch.from_numpy(images).float().div(127.5).sub(1.0)
 
 
 def per_class_counts(n: int, n_classes: int) -> list[int]:

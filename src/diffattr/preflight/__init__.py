@@ -18,6 +18,7 @@ from diffattr.preflight.config_files import (
     load_yaml_file,
     main,
     replace_sections,
+    workspace_config,
 )
 from diffattr.preflight.inputs import (
     INCEPTION_FILE,
@@ -48,4 +49,5 @@ __all__ = [
     "per_class",
     "replace_sections",
     "unet_parameters",
+    "workspace_config",
 ]

@@ -58,6 +58,16 @@ def replace_sections(files: Iterable[str | Path], cli_config: dict | None = None
     return replaced
 
 
+def workspace_config(workdir: str | Path, files: Iterable[str | Path] = ()) -> dict:
+    """The config a Snakemake run in `workdir` with these --configfile files reads, not yet validated:
+    the workspace's config.yaml, each file merged over it, then their replaced sections."""
+    files = list(files)
+    config = load_yaml_file(Path(workdir) / "config.yaml")
+    for file in files:
+        _merge(config, load_yaml_file(file))
+    return {**config, **replace_sections(files)}
+
+
 def _merge(base: dict, extra: dict) -> None:
     """Merge `extra` into `base` key by key, as Snakemake merges config files."""
     for key, value in extra.items():

@@ -110,10 +110,16 @@ def dominating_norm_figure(table: pd.DataFrame) -> plt.Figure:
 
 
 def top_attributions_figure(
-    targets: np.ndarray, train: np.ndarray, scores: dict[str, np.ndarray], top: int = 4, max_columns: int = 13
+    targets: np.ndarray,
+    train: np.ndarray,
+    scores: dict[str, np.ndarray],
+    top: int = 4,
+    max_columns: int = 13,
+    label: str = "target",
+    title: str = "Generated targets (left) and each method's top-scored training images",
 ) -> plt.Figure:
     """Per target: the target, then each method's `top` highest-scored training images; methods wrap onto
-    further lines when more than `max_columns` images would share one."""
+    further lines when more than `max_columns` images would share one. Rows are named `label` i."""
 
     def show(ax: plt.Axes, image: np.ndarray | None) -> None:
         ax.set_xticks([])
@@ -135,7 +141,7 @@ def top_attributions_figure(
             row = t * lines + line
             show(axes[row, 0], target if line == 0 else None)
             if line == 0:
-                axes[row, 0].set_ylabel(f"target {t}", fontsize=8)
+                axes[row, 0].set_ylabel(f"{label} {t}", fontsize=8)
             for slot in range(min(per_line, len(methods))):
                 m = line * per_line + slot
                 for rank in range(top):
@@ -146,7 +152,7 @@ def top_attributions_figure(
                     show(ax, train[np.argsort(-scores[methods[m]][t])[rank]])
                     if rank == 0:
                         ax.set_title(methods[m], fontsize=8, loc="left", pad=2)
-    fig.suptitle("Generated targets (left) and each method's top-scored training images", fontsize=9)
+    fig.suptitle(title, fontsize=9)
     return fig
 
 
