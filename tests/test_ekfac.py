@@ -317,7 +317,8 @@ def test_random_draws_are_deterministic_and_independent_of_the_batch_split(
         # within A's numerically degenerate eigenspaces the basis itself is arbitrary).
         for key in ("a", "s"):
             expected = getattr(f, key)
-            atol = 1e-6 * expected.abs().max().item()
+            # float32 sums of a few hundred terms in another order: ~1e-5 of the largest entry
+            atol = 1e-5 * expected.abs().max().item()
             torch.testing.assert_close(getattr(split[name], key), expected, rtol=1e-5, atol=atol)
         torch.testing.assert_close(split[name].eigenvalues.sum(), f.eigenvalues.sum(), rtol=1e-5, atol=0)
     assert not torch.allclose(other_seed["conv_in"].a, first["conv_in"].a)

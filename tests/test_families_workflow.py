@@ -54,7 +54,9 @@ def test_latent_family_runs_the_lds_branch(tmp_path):
     assert len(lds) and np.isfinite(lds["lds"]).all()  # (lambda is NaN for pixel similarity)
     assert (out / "report" / "index.html").is_file()
     model = json.loads((out / "models/full/seed0/family.json").read_text())
-    assert model == {"family": "latent", "vae": str(vae.resolve())}
+    # model.latent_scale unset: the autoencoder's own scaling factor, recorded beside its path
+    scale = json.loads((vae / "config.json").read_text())["scaling_factor"]
+    assert model == {"family": "latent", "vae": str(vae.resolve()), "latent_scale": scale}
 
 
 @pytest.mark.parametrize(
