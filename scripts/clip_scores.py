@@ -2,7 +2,7 @@
 
 from diffattr.clip import ClipEmbedder, clip_similarity
 from diffattr.data import read_imageset
-from diffattr.models import resolve_device
+from diffattr.device import resolve_device
 from diffattr.runtime import job
 from diffattr.store import write_arrays
 

@@ -11,8 +11,8 @@ import pandas as pd
 from diffattr.batching import each_model
 from diffattr.contributors import members
 from diffattr.data import read_imageset
+from diffattr.device import resolve_device
 from diffattr.families import build_model, distinct_prompts, load_model
-from diffattr.models import resolve_device
 from diffattr.runtime import job
 from diffattr.store import atomic_path, read_npz
 from diffattr.unlearning import coalition_model

@@ -10,8 +10,8 @@ import numpy as np
 import torch
 
 from diffattr.batching import each_model
+from diffattr.device import resolve_device
 from diffattr.families import load_model
-from diffattr.models import resolve_device
 from diffattr.properties import AestheticScorer, attributed_value, feature_extractor, measure_property
 from diffattr.registry import PROPERTIES
 from diffattr.runtime import job

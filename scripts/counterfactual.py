@@ -30,7 +30,7 @@ with job(snakemake.log[0]) as log:
     metrics = ["pixel_l2"]
     if p.clip["weights"]:
         from diffattr.clip import ClipEmbedder, paired_cosine
-        from diffattr.models import resolve_device
+        from diffattr.device import resolve_device
 
         embedder = ClipEmbedder(p.clip["model"], p.clip["weights"], resolve_device(p.device))
         per_target["clip_cosine"] = paired_cosine(embedder, originals[targets], images)

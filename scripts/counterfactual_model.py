@@ -10,7 +10,7 @@ import numpy as np
 from diffattr.batching import each_model
 from diffattr.counterfactual import counterfactual_targets, removed_images, retrain_and_regenerate
 from diffattr.data import read_imageset
-from diffattr.models import resolve_device
+from diffattr.device import resolve_device
 from diffattr.runtime import job
 from diffattr.store import atomic_path, open_group, read_npz, write_npz
 

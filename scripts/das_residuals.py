@@ -1,8 +1,8 @@
 """Rule das_residuals: the full model's error on every training image at a featurizer's timesteps (DAS)."""
 
 from diffattr.data import read_imageset
+from diffattr.device import resolve_device
 from diffattr.families import load_model
-from diffattr.models import resolve_device
 from diffattr.outputs import evenly_spaced_timesteps, per_timestep_losses
 from diffattr.runtime import job
 from diffattr.store import write_npz

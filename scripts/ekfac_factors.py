@@ -1,10 +1,10 @@
 """Rule ekfac_factors: the full model's EK-FAC factors over the training images x their (t, noise) draws."""
 
 from diffattr.data import read_imageset
+from diffattr.device import resolve_device
 from diffattr.ekfac import draw_count, factors_to_arrays, fit_diffusion_ekfac
 from diffattr.families import load_model
 from diffattr.gradients import FeaturizerSpec
-from diffattr.models import resolve_device
 from diffattr.runtime import job
 from diffattr.store import write_npz
 

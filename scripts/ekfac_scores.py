@@ -1,11 +1,11 @@
 """Rule ekfac_scores: EK-FAC influence scores of one target split, damping chosen on held-out targets."""
 
 from diffattr.data import read_imageset
+from diffattr.device import resolve_device
 from diffattr.ekfac import draw_count, ekfac_score_grid, factors_from_arrays
 from diffattr.families import load_model
 from diffattr.gradients import FeaturizerSpec
 from diffattr.metrics import select_lambda, stack_outputs
-from diffattr.models import resolve_device
 from diffattr.runtime import job
 from diffattr.store import read_npz, write_arrays
 

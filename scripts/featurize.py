@@ -12,9 +12,9 @@ import numpy as np
 from diffattr.batching import each_model
 from diffattr.checkpoints import saved_checkpoint
 from diffattr.data import read_imageset
+from diffattr.device import resolve_device
 from diffattr.families import load_model
 from diffattr.gradients import FeaturizerSpec, featurize, featurize_at_draws, make_projector
-from diffattr.models import resolve_device
 from diffattr.runtime import job
 from diffattr.store import write_arrays
 from diffattr.training_draws import TrainingDraws

@@ -7,8 +7,8 @@ the run's visited x_t, predicted noise and final latents go there too."""
 import numpy as np
 
 from diffattr.data import ImageSet, write_imageset
+from diffattr.device import resolve_device
 from diffattr.families import load_model
-from diffattr.models import resolve_device
 from diffattr.runtime import job
 from diffattr.sampling import ddim_sample, ddim_trajectory, sample_prompts
 from diffattr.store import write_arrays

@@ -2,9 +2,9 @@
 
 import numpy as np
 
+from diffattr.device import resolve_device
 from diffattr.families import load_model
 from diffattr.gradients import FeaturizerSpec, featurize_trajectory
-from diffattr.models import resolve_device
 from diffattr.runtime import job
 from diffattr.store import open_group, write_arrays
 

@@ -5,8 +5,8 @@
 
 from diffattr.batching import each_model
 from diffattr.data import read_imageset
+from diffattr.device import resolve_device
 from diffattr.families import load_model
-from diffattr.models import resolve_device
 from diffattr.outputs import evenly_spaced_timesteps, measure_loss
 from diffattr.runtime import job
 from diffattr.store import write_npz

@@ -4,8 +4,8 @@ it on all the data."""
 import json
 
 from diffattr.data import read_imageset
+from diffattr.device import resolve_device
 from diffattr.families import load_model
-from diffattr.models import resolve_device
 from diffattr.runtime import job
 from diffattr.store import atomic_path
 from diffattr.training import train

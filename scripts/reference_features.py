@@ -1,7 +1,7 @@
 """Rule reference_features: features of the training images, the reference of FID / KID, computed once."""
 
 from diffattr.data import read_imageset
-from diffattr.models import resolve_device
+from diffattr.device import resolve_device
 from diffattr.properties import feature_extractor
 from diffattr.runtime import job
 from diffattr.store import write_npz

@@ -8,8 +8,8 @@ import json
 
 from diffattr.batching import each_model
 from diffattr.data import read_imageset
+from diffattr.device import resolve_device
 from diffattr.families import build_model, distinct_prompts
-from diffattr.models import resolve_device
 from diffattr.runtime import job
 from diffattr.store import atomic_path, read_npz
 from diffattr.training import train

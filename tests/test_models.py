@@ -7,7 +7,8 @@ import pytest
 import torch
 from diffusers import DDPMPipeline
 
-from diffattr.models import PixelDiffusion, resolve_device
+from diffattr.device import resolve_device
+from diffattr.models import PixelDiffusion
 from diffattr.outputs import evenly_spaced_timesteps, measure_loss
 from diffattr.sampling import ddim_sample
 from diffattr.training import checkpoint_steps, total_steps, train

@@ -31,6 +31,7 @@ from tests.workflow_helpers import (
     ROOT,
     SNAKEMAKE,
     TINY,
+    copy_workspace,
     deep_update,
     make_workspace,
     planned_gpu_rules,
@@ -44,9 +45,17 @@ from tests.workflow_helpers import (
 pytestmark = pytest.mark.xdist_group("slurm")
 
 PROFILE = ROOT / "profiles" / "slurm"
-# What a user types (the profile carries everything else); the short first status check only
-# makes the tests faster, a real run is fine with the plugin's default of 40 s.
-SLURM_ARGS = ("--profile", str(PROFILE), "--slurm-init-seconds-before-status-checks", "5")
+# What a user types (the profile carries everything else); the short status checks only make the tests
+# faster (the plugin adds 10 s to the wait after each check that finds no job done), a real run is fine
+# with the defaults of 40 s and 10 s.
+SLURM_ARGS = (
+    "--profile",
+    str(PROFILE),
+    "--slurm-init-seconds-before-status-checks",
+    "1",
+    "--seconds-between-status-checks",
+    "1",
+)
 # Stages (rules, or their `_batch{b}` rules) that must ask SLURM for a GPU, and some that must not.
 GPU_STAGES = {"train_full", "train_lds", "generate", "featurize", "lds_outputs"}
 CPU_RULES = {"prepare_data", "lds_subsets", "trak_scores", "pixel_scores", "lds", "report"}
@@ -252,6 +261,13 @@ def tiny_workspace(path: Path, **overrides) -> Path:
     return make_workspace(path, deep_update(json.loads(json.dumps(SLURM_TINY)), overrides))
 
 
+def tiny_copy(tiny_run: Path, path: Path, **overrides) -> Path:
+    """A copy of the local tiny run with SLURM_TINY's config: its data is made (prepare_data is up to
+    date); the full model and what follows it rerun when `overrides` change its training."""
+    copy_workspace(tiny_run, path)
+    return tiny_workspace(path, **overrides)
+
+
 # -------------------------------------------------------------------------------------- fixtures
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
@@ -350,8 +366,9 @@ def test_tiny_run_on_slurm_matches_a_local_run(cluster, tiny_run, tmp_path):
 
 
 @pytest.mark.slow
-def test_killed_slurm_job_is_retried_and_run_completes(cluster, tmp_path):
-    workdir = tiny_workspace(tmp_path / "ws", train={"steps": 600})
+def test_killed_slurm_job_is_retried_and_run_completes(cluster, tiny_run, tmp_path):
+    # 300 steps: the first logged (step 30) leaves the test many seconds to cancel the job while it trains
+    workdir = tiny_copy(tiny_run, tmp_path / "ws", train={"steps": 300})
     out = workdir / "results" / "tiny"
     model, training_log = out / "models" / "full" / "seed0", out / "logs" / "train_full" / "seed0.log"
     targets = ("results/tiny/models/full/seed0", "results/tiny/samples/full.zarr")
@@ -392,18 +409,19 @@ def test_killed_slurm_job_is_retried_and_run_completes(cluster, tmp_path):
     assert [state for _, state in trainings] == ["CANCELLED", "COMPLETED"], trainings
     assert (model / "training.json").is_file() and (model / "unet").is_dir()
     assert (out / "samples" / "full.zarr").is_dir(), "the job after the retried one did not run"
-    assert json.loads((model / "training.json").read_text())["steps"] == 600
+    assert json.loads((model / "training.json").read_text())["steps"] == 300
     print(f"\ncancelled training retried, run completed in {driver.seconds:.0f} s")
 
 
 @pytest.mark.slow
-def test_driver_killed_and_restarted_resumes_without_redoing_finished_work(cluster, tmp_path):
-    workdir = tiny_workspace(tmp_path / "ws")
+def test_driver_killed_and_restarted_resumes_without_redoing_finished_work(cluster, tiny_run, tmp_path):
+    # the tiny run's data and subsets, a full model of 10 steps (the tiny run's has 20) to make on SLURM
+    workdir = tiny_copy(tiny_run, tmp_path / "ws", train={"steps": 10})
     out = workdir / "results" / "tiny"
     targets = ("results/tiny/samples/full.zarr", "results/tiny/subsets/lds.npz")
     first = Driver(cluster, workdir, *targets, log=tmp_path / "first.log")
     try:
-        # Kill the driver once prepare_data and train_full have finished and generate is submitted.
+        # Kill the driver once train_full has finished and generate is submitted.
         first.wait_for(
             "train_full to finish and generate to be submitted",
             lambda: (

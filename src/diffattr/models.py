@@ -158,12 +158,3 @@ class PixelDiffusion(DiffusionModel):
         unet = load_unet(path / "unet")
         scheduler = DDPMScheduler.from_pretrained(path / "scheduler", local_files_only=True)
         return cls(unet=unet, scheduler=scheduler)
-
-
-def resolve_device(name: str) -> torch.device:
-    """`auto` is CUDA when available, else CPU; `cuda` without a GPU is an input error."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise InputError(f"config key 'device': {name!r} requested but no CUDA device is available")
-    return torch.device(name)

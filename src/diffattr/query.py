@@ -22,11 +22,11 @@ from PIL import Image, UnidentifiedImageError
 from diffattr.attribution import TrakScorer
 from diffattr.config import validate
 from diffattr.data import model_space, read_imageset
+from diffattr.device import resolve_device
 from diffattr.errors import InputError
 from diffattr.families import load_model
 from diffattr.families.base import DiffusionModel
 from diffattr.gradients import FeaturizerSpec, featurize, make_projector
-from diffattr.models import resolve_device
 from diffattr.preflight import workspace_config
 from diffattr.registry import METHOD_KINDS, method_kind
 from diffattr.report.figures import save_figure, top_attributions_figure

@@ -12,14 +12,16 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 import torch
 
 from diffattr.errors import InputError
-from diffattr.families.base import DiffusionModel
-from diffattr.training import train
+
+if TYPE_CHECKING:
+    from diffattr.families.base import DiffusionModel
 
 HOWS = ("sparse_ft", "ft", "gradient_ascent", "retrain")
 BASE_MODEL = {"sparse_ft": "pruned", "ft": "full", "gradient_ascent": "full", "retrain": None}
@@ -53,6 +55,10 @@ def coalition_model(
     `fresh` is an untrained model (needed by retrain and for the empty coalition); `base` is the model
     a fine-tuning way starts from (the pruned model for sparse_ft, the full model for ft and ascent).
     """
+    from diffattr.training import (
+        train,
+    )  # here: coalition_costs' readers need no diffusers (jobs start faster)
+
     if how not in HOWS:
         raise InputError(f"config key 'shapley.how': unknown way {how!r} (known: {list(HOWS)})")
     start = time.perf_counter()
