@@ -75,6 +75,7 @@ bench: $(STAMP)
 	$(BIN)/pip install --quiet -e ".[dev,bench]"
 	$(BIN)/python benchmarks/featurize.py
 	$(BIN)/python benchmarks/query.py
+	$(BIN)/python benchmarks/job_exit.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check src scripts tests benchmarks docs
