@@ -371,6 +371,7 @@ def test_killed_slurm_job_is_retried_and_run_completes(cluster, tiny_run, tmp_pa
     workdir = tiny_copy(tiny_run, tmp_path / "ws", train={"steps": 300})
     out = workdir / "results" / "tiny"
     model, training_log = out / "models" / "full" / "seed0", out / "logs" / "train_full" / "seed0.log"
+    training_log.unlink()  # the copied run's: the training below logs afresh
     targets = ("results/tiny/models/full/seed0", "results/tiny/samples/full.zarr")
     with JobWatcher(cluster) as watcher:
         driver = Driver(cluster, workdir, *targets, log=tmp_path / "driver.log")
