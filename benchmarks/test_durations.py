@@ -30,7 +30,7 @@ def read_durations(text: str) -> dict[str, float]:
 
 def summary_line(text: str) -> str:
     """pytest's closing line, e.g. '330 passed, 1 skipped in 1100.00s (0:18:20)'."""
-    lines = re.findall(r"^=*\s*(\d+ passed.*? in [\d.]+s.*?)\s*=*$", text, re.MULTILINE)
+    lines = re.findall(r"^=*\s*(\d+ (?:failed|passed).*? in [\d.]+s.*?)\s*=*$", text, re.MULTILINE)
     return lines[-1] if lines else "no closing line"
 
 
