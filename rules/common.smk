@@ -8,6 +8,7 @@ from types import SimpleNamespace
 from diffattr.registry import ESTIMATORS as ESTIMATOR_KINDS
 from diffattr.registry import PROPERTIES, method_kind
 from diffattr.preflight import check_machine
+from diffattr.pretrained import own_folder
 
 OUT = f"{config['results']}/{config['experiment']}"
 TARGET_SPLITS = ["val", "gen"]
@@ -33,6 +34,9 @@ for _name, _method in list(config["methods"].items()):
         del config["methods"][_name]
 GPU_RULE_GPUS = 0 if config["device"] == "cpu" else 1
 FULL_SEED = config["train"]["seeds"][0]
+# A user's own trained model (model.pretrained of the pixel and latent families) is the full model of
+# FULL_SEED (rule pretrained_full); every other model still trains.
+OWN_MODEL = own_folder(config["model"]) is not None
 
 
 def out(path):

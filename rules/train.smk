@@ -90,3 +90,28 @@ for branch, b, batch in retrain_batches():
             models=[{"subset": m, "seed": s} for m, s in batch],
         script:
             "../scripts/train.py"
+
+
+# With a user's own trained model (model.pretrained, pixel / latent), the full model of the first train
+# seed is that model, loaded, checked and saved in place (Snakemake prefers this wildcard-free rule to
+# train_full); retrains still train, of its folder's architecture and noise schedule.
+if OWN_MODEL:
+
+    rule pretrained_full:
+        input:
+            train=out("data/train.zarr"),
+        output:
+            directory(out(f"models/full/seed{FULL_SEED}")),
+        log:
+            log_path("pretrained_full"),
+        benchmark:
+            bench_path("pretrained_full")
+        conda:
+            "../envs/diffattr.yaml"
+        resources:
+            mem_mb=config["resources"]["cpu_mem_mb"],
+            runtime=config["resources"]["runtime"],
+        params:
+            model=config["model"],
+        script:
+            "../scripts/pretrained_full.py"

@@ -12,6 +12,7 @@ import yaml
 
 from diffattr.errors import InputError
 from diffattr.paths import SAFE_NAME, SAFE_NAME_RULE, check_path_names
+from diffattr.pretrained import own_folder
 from diffattr.registry import METHOD_KINDS, method_kind
 
 SCHEMA = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "config.schema.yaml"
@@ -110,7 +111,8 @@ def validate(config: dict, schema: dict | None = None) -> dict:
 
 
 def _check_local_methods(config: dict) -> None:
-    """Each method's featurizer normalises timesteps as its kind needs; the checkpoints it needs exist."""
+    """Each method's featurizer normalises timesteps as its kind needs; the checkpoints it needs exist (a
+    user's own trained model, model.pretrained, has none)."""
     for name, method in config["methods"].items():
         kind = method_kind(method["kind"])
         featurizer = config["featurizers"].get(method.get("featurizer"), {})
@@ -119,6 +121,12 @@ def _check_local_methods(config: dict) -> None:
             raise InputError(
                 f"config key 'featurizers.{method['featurizer']}.normalize_timesteps': method '{name}' "
                 f"(kind {method['kind']}) needs it {str(wanted).lower()}"
+            )
+        if kind.checkpoints and own_folder(config["model"]):
+            raise InputError(
+                f"config key 'methods.{name}': kind {method['kind']} reads the full model's training "
+                f"checkpoints, which a trained model of model.pretrained ({config['model']['pretrained']}) "
+                "does not have"
             )
         if kind.checkpoints and config["train"]["checkpoints"] < 1:
             raise InputError(

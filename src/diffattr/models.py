@@ -18,6 +18,7 @@ from safetensors import SafetensorError
 from diffattr.architecture import ARCHITECTURE, is_pruned, load_pruned, refuse_pickles, save_pruned
 from diffattr.errors import InputError
 from diffattr.families.base import DiffusionModel
+from diffattr.pretrained import check_fits, own_folder, unet_config
 
 
 def build_unet(model_config: dict, sample_size: int, channels: int, seed: int = 0) -> UNet2DModel:
@@ -86,6 +87,63 @@ def load_unet(path: Path) -> UNet2DModel:
         raise InputError(f"{path}: not a loadable diffusers UNet ({first})") from None
 
 
+def load_scheduler(folder: Path, key: str = "model.pretrained") -> DDPMScheduler:
+    """The DDPM forward process of a user's model from its scheduler/ (a DDIM scheduler's config reads as
+    the same betas); the families here predict noise, so only prediction_type epsilon."""
+    try:
+        scheduler = DDPMScheduler.from_pretrained(folder / "scheduler", local_files_only=True)
+    except (OSError, ValueError, NotImplementedError) as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise InputError(
+            f"config key '{key}': {folder}/scheduler is not a loadable scheduler ({first})"
+        ) from None
+    if scheduler.config.prediction_type != "epsilon":
+        raise InputError(
+            f"config key '{key}': {folder}/scheduler predicts {scheduler.config.prediction_type!r}; "
+            "only 'epsilon' (noise) is supported"
+        )
+    return scheduler
+
+
+def fresh_denoiser(
+    model_config: dict, scheduler_config: dict, shape: tuple[int, ...], seed: int, inputs: str
+) -> tuple[UNet2DModel, DDPMScheduler]:
+    """A fresh UNet for inputs of `shape` (C, H, W) and its noise schedule: the config's, or with a user's
+    own model (model.pretrained) its folder's architecture and schedule, so that retrains match it.
+
+    Its initial weights depend only on `seed`; `inputs` names the inputs in a shape mismatch's message.
+    """
+    folder = own_folder(model_config)
+    if folder is None:
+        unet = build_unet(model_config, sample_size=shape[-1], channels=shape[0], seed=seed)
+        return unet, build_scheduler(scheduler_config)
+    config = unet_config(model_config)
+    check_fits(config, shape, "model.pretrained", inputs)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        unet = UNet2DModel.from_config(config)
+    return unet, load_scheduler(folder)
+
+
+def trained_denoiser(
+    model_config: dict, shape: tuple[int, ...], inputs: str
+) -> tuple[UNet2DModel, DDPMScheduler]:
+    """The trained UNet and noise schedule of a user's own model (model.pretrained), checked to denoise
+    inputs of `shape` (C, H, W), named `inputs` in a mismatch's message."""
+    folder = Path(model_config["pretrained"])
+    check_fits(unet_config(model_config), shape, "model.pretrained", inputs)
+    try:
+        unet = load_unet(folder / "unet")
+    except InputError as err:
+        raise InputError(f"config key 'model.pretrained': {err}") from None
+    if is_pruned(unet):
+        raise InputError(
+            f"config key 'model.pretrained': {folder}/unet is pruned; retrains of its architecture could not "
+            "match it"
+        )
+    return unet, load_scheduler(folder)
+
+
 @dataclass
 class PixelDiffusion(DiffusionModel):
     """The pixel family: a UNet2DModel denoising images directly (DDPM on CIFAR, CelebA)."""
@@ -103,9 +161,13 @@ class PixelDiffusion(DiffusionModel):
         seed: int,
         prompts: Sequence[str] | None = None,
     ) -> PixelDiffusion:
-        """A fresh UNet over images of `image_shape` (C, H, W)."""
-        unet = build_unet(model_config, sample_size=image_shape[-1], channels=image_shape[0], seed=seed)
-        return cls(unet=unet, scheduler=build_scheduler(scheduler_config))
+        """A fresh UNet over images of `image_shape` (C, H, W) (see fresh_denoiser)."""
+        return cls(*fresh_denoiser(model_config, scheduler_config, image_shape, seed, "the data's images"))
+
+    @classmethod
+    def from_folder(cls, model_config: dict, image_shape: tuple[int, ...]) -> PixelDiffusion:
+        """A user's trained DDPM (model.pretrained) that denoises images of `image_shape` (C, H, W)."""
+        return cls(*trained_denoiser(model_config, image_shape, "the data's images"))
 
     def encode(self, images: torch.Tensor) -> torch.Tensor:
         """The identity: a pixel model diffuses images in [-1, 1]."""

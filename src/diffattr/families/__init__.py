@@ -12,6 +12,7 @@ from pathlib import Path
 
 from diffattr.errors import InputError
 from diffattr.families.base import DiffusionModel, read_family
+from diffattr.pretrained import OWN_FAMILIES
 
 # Imported on first use, so that rules of one family never import another's dependencies.
 FAMILIES = {
@@ -48,6 +49,18 @@ def build_model(
 def load_model(path: str | Path) -> DiffusionModel:
     """A model saved by any family's `save_pretrained`."""
     return family_class(read_family(path)["family"]).from_pretrained(path)
+
+
+def load_own_model(model_config: dict, image_shape: Sequence[int]) -> DiffusionModel:
+    """A user's trained model (model.pretrained of the pixel or latent family), checked to denoise images of
+    `image_shape` (C, H, W) or their latents: the attributed full model, in place of training one."""
+    family = model_config.get("family", "pixel")
+    if family not in OWN_FAMILIES:
+        raise InputError(
+            f"config key 'model.pretrained': family {family!r} trains its own full model "
+            f"(a trained model is attributed in families {list(OWN_FAMILIES)})"
+        )
+    return family_class(family).from_folder(model_config, tuple(image_shape))
 
 
 def distinct_prompts(captions: Sequence[str] | None) -> list[str] | None:

@@ -22,18 +22,20 @@ from diffusers.schedulers.scheduling_ddpm import DDPMScheduler
 
 from diffattr.errors import InputError
 from diffattr.families.base import read_family
-from diffattr.models import PixelDiffusion, build_scheduler, build_unet, load_unet, save_unet
+from diffattr.models import PixelDiffusion, fresh_denoiser, load_unet, save_unet, trained_denoiser
+from diffattr.pretrained import AUTOENCODER_SUBFOLDERS, autoencoder_folder, own_folder
 
+LATENTS = "the latents of model.vae"  # what a latent UNet denoises, in a shape mismatch's message
 AUTOENCODERS = {"AutoencoderKL": AutoencoderKL, "VQModel": VQModel}
 Autoencoder = AutoencoderKL | VQModel
 
 
-def load_autoencoder(path: str | Path | None, key: str, subfolders: Sequence[str] = ("vae", "vqvae")):
+def load_autoencoder(path: str | Path | None, key: str, subfolders: Sequence[str] = AUTOENCODER_SUBFOLDERS):
     """A frozen AutoencoderKL / VQModel from a local diffusers folder (or a snapshot's vae/ subfolder)."""
     if not path:
         raise InputError(f"config key '{key}': required (a local folder with the autoencoder)")
     root = Path(path)
-    folder = next((root / s for s in subfolders if (root / s / "config.json").is_file()), root)
+    folder = autoencoder_folder(root, subfolders)
     if not (folder / "config.json").is_file():
         raise InputError(f"config key '{key}': no autoencoder (config.json) at {root}")
     name = json.loads((folder / "config.json").read_text()).get("_class_name")
@@ -73,6 +75,16 @@ def latent_shape_of(vae: Autoencoder, image_shape: Sequence[int], key: str) -> t
     return tuple(z.shape[1:])
 
 
+def latent_scale(model_config: dict, vae: Autoencoder) -> float:
+    """model.latent_scale; unset, a saved latent model's own (model.pretrained's family.json), else the
+    autoencoder's scaling_factor."""
+    scale = model_config.get("latent_scale")
+    folder = own_folder(model_config)
+    if scale is None and folder is not None:
+        scale = read_family(folder).get("latent_scale")
+    return float(vae.config.scaling_factor if scale is None else scale)
+
+
 @dataclass
 class LatentDiffusion(PixelDiffusion):
     """A UNet2DModel over the latents of a frozen autoencoder loaded from `vae_path`, multiplied by
@@ -93,14 +105,23 @@ class LatentDiffusion(PixelDiffusion):
         seed: int,
         prompts: Sequence[str] | None = None,
     ) -> LatentDiffusion:
-        """A fresh UNet sized to the latents of `model.vae` for images of `image_shape`."""
+        """A fresh UNet sized to the latents of `model.vae` for images of `image_shape` (see
+        fresh_denoiser)."""
         vae = load_autoencoder(model_config.get("vae"), "model.vae")
-        channels, size, _ = latent_shape_of(vae, image_shape, "model.vae")
-        unet = build_unet(model_config, sample_size=size, channels=channels, seed=seed)
+        shape = latent_shape_of(vae, image_shape, "model.vae")
+        unet, scheduler = fresh_denoiser(model_config, scheduler_config, shape, seed, LATENTS)
         path = str(Path(model_config["vae"]).resolve())
-        scale = model_config.get("latent_scale")
-        scale = float(vae.config.scaling_factor if scale is None else scale)
-        return cls(unet, build_scheduler(scheduler_config), vae, path, scale)
+        return cls(unet, scheduler, vae, path, latent_scale(model_config, vae))
+
+    @classmethod
+    def from_folder(cls, model_config: dict, image_shape: tuple[int, ...]) -> LatentDiffusion:
+        """A user's trained LDM UNet (model.pretrained) over the latents of `model.vae` for images of
+        `image_shape` (C, H, W)."""
+        vae = load_autoencoder(model_config.get("vae"), "model.vae")
+        shape = latent_shape_of(vae, image_shape, "model.vae")
+        unet, scheduler = trained_denoiser(model_config, shape, LATENTS)
+        path = str(Path(model_config["vae"]).resolve())
+        return cls(unet, scheduler, vae, path, latent_scale(model_config, vae))
 
     def modules(self) -> list[torch.nn.Module]:
         return [self.unet, self.vae]

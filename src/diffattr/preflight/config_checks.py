@@ -8,6 +8,7 @@ from pathlib import Path
 
 from diffattr.errors import InputError
 from diffattr.paths import check_results_root
+from diffattr.pretrained import num_train_timesteps, own_folder
 
 # Images per class of the standard datasets: (training pool, validation pool); None = val is drawn
 # from what the training split left (digits has a single pool).
@@ -30,7 +31,8 @@ def check_config(config: dict, workdir: str | Path, repo_root: str | Path) -> No
     """Everything about a validated config that is known before any data is read; InputError on the first."""
     check_results_root(config["results"], workdir, repo_root)
     lds, shapley = config["lds"], config["shapley"]
-    timesteps = config["scheduler"]["num_train_timesteps"]
+    # a user's own model (model.pretrained) brings its noise schedule; its folder is checked before any job
+    timesteps = num_train_timesteps(config["model"]) or config["scheduler"]["num_train_timesteps"]
     if lds["enabled"]:
         _check_data("data", config["data"])
         _check_model("model", config["model"])
@@ -105,7 +107,10 @@ def _check_data(key: str, data: dict) -> None:
 
 
 def _check_model(key: str, model: dict) -> None:
-    """GroupNorm groups divide every level's channels; attention heads divide attention levels' channels."""
+    """GroupNorm groups divide every level's channels; attention heads divide attention levels' channels.
+    A user's own model (model.pretrained) has its folder's architecture instead, checked before any job."""
+    if own_folder(model):
+        return
     groups = model["norm_num_groups"]
     for channels in model["block_out_channels"]:
         if channels % groups:
@@ -136,11 +141,19 @@ def _image_side(data: dict) -> tuple[str, int] | None:
     return None
 
 
+def image_shape(data: dict) -> tuple[int, int, int] | None:
+    """(C, H, W) of a data section's images (digits grayscale, the others RGB); None for an unset folder."""
+    side = _image_side(data)
+    if side is None:
+        return None
+    return (1 if data["source"] == "digits" else 3, side[1], side[1])
+
+
 def _check_image_size(data_key: str, data: dict, model_key: str, model: dict) -> None:
     """A pixel UNet halves the image at every level but the last and doubles it back: the side must be a
     multiple of 2^(levels - 1), or the skip connections of the up path do not match."""
     side = _image_side(data)
-    if model.get("family", "pixel") != "pixel" or side is None:
+    if model.get("family", "pixel") != "pixel" or side is None or own_folder(model):
         return
     where, size = side
     levels = len(model["block_out_channels"])
@@ -204,8 +217,8 @@ def unet_parameters(model: dict, channels: int) -> int:
 def _check_feature_dims(config: dict) -> None:
     """A projection to more dimensions than the model has parameters is no compression: refused."""
     model = config["model"]
-    if model.get("family", "pixel") != "pixel":
-        return  # latent and LoRA parameter counts depend on the autoencoder and snapshot files
+    if model.get("family", "pixel") != "pixel" or own_folder(model):
+        return  # latent, LoRA and own models' parameter counts depend on their files
     params = unet_parameters(model, 1 if config["data"]["source"] == "digits" else 3)
     for name, featurizer in config["featurizers"].items():
         dim = featurizer["dim"]
@@ -219,8 +232,8 @@ def _check_feature_dims(config: dict) -> None:
 def _check_pruning(ratio: float, model_key: str, model: dict) -> None:
     """Every GroupNorm group keeps at least one channel, so a UNet level of c channels in g groups loses at
     most 1 - g / c of them; a ratio above that for the widest level cannot be reached: refused."""
-    if model.get("family", "pixel") == "lora":
-        return  # LoRA adapters are pruned by rank pairs
+    if model.get("family", "pixel") == "lora" or own_folder(model):
+        return  # LoRA adapters are pruned by rank pairs; an own model's levels are its folder's
     groups, widest = model["norm_num_groups"], max(model["block_out_channels"])
     reachable = 1 - groups / widest
     if ratio > reachable:

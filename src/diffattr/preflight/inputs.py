@@ -3,11 +3,13 @@ runs, which need no data): data sets, image folders and their CSV, weights, a wr
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
 from diffattr.errors import InputError
-from diffattr.preflight.config_checks import check_planted
+from diffattr.preflight.config_checks import check_planted, image_shape
+from diffattr.pretrained import autoencoder_folder, check_fits, latent_shape, own_folder, unet_config
 from diffattr.registry import PROPERTIES
 
 INCEPTION_FILE = "inception-2015-12-05.pt"  # clean-fid's torchscript, as in diffattr.properties
@@ -22,12 +24,18 @@ def check_machine(config: dict, rules: set[str], local: bool, workdir: str | Pat
     for key, path in needed_files(config, rules):
         if not Path(path).exists():
             raise InputError(f"config key '{key}': file not found: {path}")
-        if key.endswith(".pretrained"):
-            missing = [part for part in SNAPSHOT_PARTS if not (Path(path) / part).is_dir()]
+    for key, model, data, prefixes in model_sections(config):
+        if not any(rule.startswith(prefixes) for rule in rules):
+            continue
+        if model.get("family", "pixel") == "lora":
+            missing = [part for part in SNAPSHOT_PARTS if not (Path(model["pretrained"]) / part).is_dir()]
             if missing:
                 raise InputError(
-                    f"config key '{key}': {path} is not a diffusers snapshot (no {', '.join(missing)}/)"
+                    f"config key '{key}.pretrained': {model['pretrained']} is not a diffusers snapshot "
+                    f"(no {', '.join(missing)}/)"
                 )
+        elif own_folder(model):
+            check_own_model(key, model, data)
     shapley = config["shapley"]
     if shapley["enabled"] and "contributors" in rules:
         data = shapley.get("data") or config["data"]
@@ -83,23 +91,52 @@ def needed_files(config: dict, rules: set[str]) -> list[tuple[str, str]]:
     return files
 
 
-def model_weights(config: dict, rules: set[str]) -> list[tuple[str, str]]:
-    """(config key, path) of the local weights a model family loads (autoencoder, Stable Diffusion
-    snapshot), for the branches whose model-building rules are about to run; a missing key is an error."""
+def model_sections(config: dict) -> list[tuple[str, dict, dict, tuple[str, ...]]]:
+    """(config key, model section, its data section, prefixes of the rules that build or load its models)
+    of each enabled branch."""
     shapley = config["shapley"]
-    branches = [("model", config["model"], ("train_",))]
+    sections = [
+        ("model", config["model"], config["data"], ("train_", "pretrained_full", "counterfactual_model"))
+    ]
     if shapley["enabled"]:
         key = "shapley.model" if shapley.get("model") else "model"
-        branches.append((key, shapley.get("model") or config["model"], ("coalition_model", "prune")))
+        data = shapley.get("data") or config["data"]
+        sections.append((key, shapley.get("model") or config["model"], data, ("coalition_model", "prune")))
+    return sections
+
+
+def model_weights(config: dict, rules: set[str]) -> list[tuple[str, str]]:
+    """(config key, path) of the local weights a model family loads (autoencoder, Stable Diffusion
+    snapshot, a user's own trained model), for the branches whose model-building rules are about to run;
+    a missing required key is an error."""
     files = []
-    for key, model, prefixes in branches:
-        weights = {"latent": "vae", "lora": "pretrained"}.get(model.get("family", "pixel"))
-        if weights is None or not any(rule.startswith(prefixes) for rule in rules):
+    for key, model, _, prefixes in model_sections(config):
+        if not any(rule.startswith(prefixes) for rule in rules):
             continue
-        if not model.get(weights):
-            raise InputError(f"config key '{key}.{weights}': required by family {model['family']!r}")
-        files.append((f"{key}.{weights}", model[weights]))
+        required = {"latent": "vae", "lora": "pretrained"}.get(model.get("family", "pixel"))
+        if required and not model.get(required):
+            raise InputError(f"config key '{key}.{required}': required by family {model['family']!r}")
+        files += [(f"{key}.{name}", model[name]) for name in ("vae", "pretrained") if model.get(name)]
     return files
+
+
+def check_own_model(key: str, model: dict, data: dict) -> None:
+    """A user's trained model folder (`key`.pretrained) holds a UNet2DModel that denoises the data's images
+    (pixel) or the latents the autoencoder at `key`.vae makes of them (latent), checked from the folders'
+    JSON (the job that loads the weights checks them again)."""
+    config = unet_config(model, f"{key}.pretrained")
+    shape = image_shape(data)
+    if shape is None:
+        return
+    if model.get("family", "pixel") == "latent":
+        vae = autoencoder_folder(model["vae"]) / "config.json"
+        if not vae.is_file():
+            raise InputError(f"config key '{key}.vae': no autoencoder (config.json) at {model['vae']}")
+        shape = latent_shape(json.loads(vae.read_text()), shape)
+        inputs = f"the latents of {key}.vae ({model['vae']})"
+    else:
+        inputs = "the data's images"
+    check_fits(config, shape, f"{key}.pretrained", inputs)
 
 
 def check_writable(results: str, workdir: str | Path) -> None:
