@@ -1,8 +1,8 @@
 """Diversity of generated images as Lu et al. define it for CelebA-HQ: cluster the reference images'
 embeddings into k clusters (Ward), assign every generated image to the nearest cluster, and take the
 entropy (bits) of the cluster proportions. Their embedding network is BLIP-VQA's vision model; any
-local network keeps the definition (here: the property's feature extractor, the Inception torchscript
-or the demo's classifier)."""
+local network keeps the definition (here: the property's feature extractor, open_clip's image encoder,
+the Inception torchscript or the demo's classifier)."""
 
 from __future__ import annotations
 

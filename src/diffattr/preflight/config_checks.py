@@ -232,8 +232,14 @@ def _check_pruning(ratio: float, model_key: str, model: dict) -> None:
 
 
 def _check_property(shapley: dict, data: dict, data_key: str) -> None:
-    """The property's classifier has labels to learn, and diversity's clusters have enough images."""
+    """The property's classifier has labels to learn, CLIP features are not asked for label probabilities,
+    and diversity's clusters have enough images."""
     prop = shapley["property"]
+    if prop["features"] == "clip" and prop["name"] in ("inception_score", "entropy"):
+        raise InputError(
+            f"config key 'shapley.property.features': 'clip' gives embeddings, not the label probabilities "
+            f"that {prop['name']} needs; use inception or classifier"
+        )
     if prop["name"] != "aesthetic" and prop["features"] == "classifier" and data["source"] == "image_folder":
         if data.get("image_folder") and not data["image_folder"].get("label_column"):
             raise InputError(
