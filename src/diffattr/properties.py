@@ -269,6 +269,7 @@ def measure_property(
     seed: int = 0,
     clusters: int = 20,
     neighbours: int = 3,
+    cluster_distance: str = "euclidean",
 ) -> dict[str, float]:
     """The named property of generated images in [-1, 1]; IS and entropy come along (same forward pass) when
     the extractor gives label probabilities, FID and KID whenever the property is one of them, precision or
@@ -297,5 +298,5 @@ def measure_property(
     if name == "precision":
         out["precision"] = precision(features, reference_features, neighbours)
     if name == "diversity":
-        out["diversity"] = diversity(features, reference_features, clusters)
+        out["diversity"] = diversity(features, reference_features, clusters, cluster_distance)
     return out
