@@ -47,6 +47,7 @@ with job(snakemake.log[0], snakemake.threads) as log:
             seed=cfg["seed"],
             clusters=cfg["clusters"],
             neighbours=cfg["neighbours"],
+            cluster_distance=cfg["cluster_distance"],
         )
         value = attributed_value(cfg["name"], measured)
         seconds = time.perf_counter() - start  # loading, generation and measurement: this model's share

@@ -186,6 +186,11 @@ CONFIG_CASES = [
         "which has none (no 'shapley.data.image_folder.label_column')",
     ),
     (
+        {"shapley": {"property": {"name": "inception_score", "features": "clip"}}},
+        "config key 'shapley.property.features': 'clip' gives embeddings, not the label probabilities that "
+        "inception_score needs; use inception or classifier",
+    ),
+    (
         {"shapley": {"contributors": {"planted": {"ids": [8, 10]}}}},
         "config key 'shapley.contributors.planted.ids': [10] name no contributor; there are 10 (ids 0-9)",
     ),

@@ -12,11 +12,12 @@ from diffattr.data import fill_captions
 from diffattr.errors import InputError
 from diffattr.families import build_model, load_model
 from diffattr.families.lora import global_rank_pairs, load_snapshot, lora_layers, rank_pair_importance
-from diffattr.gradients import FeaturizerSpec, TimestepAveragedGradient, featurize
+from diffattr.gradients import FeaturizerSpec, TimestepAveragedGradient, featurize, featurize_at_draws
 from diffattr.models import build_scheduler
 from diffattr.outputs import OUTPUT_FUNCTIONS, evenly_spaced_timesteps, fixed_noise, measure_loss
 from diffattr.sampling import ddim_sample, ddim_trajectory, initial_noise, sample_prompts
 from diffattr.training import train
+from diffattr.training_draws import TrainingDraws
 from tests.conftest import TINY_MODEL
 from tests.test_models import TRAIN
 from tests.tiny_sd import LORA, tiny_autoencoder, tiny_stable_diffusion, tiny_vq_autoencoder
@@ -66,6 +67,40 @@ def test_latent_family_diffuses_scaled_autoencoder_latents_and_round_trips(tmp_p
     samples = ddim_sample(again, np.array([5, 6, 5]), num_inference_steps=3, eta=0.0, batch_size=2)
     assert samples.shape == (3, 1, 8, 8) and samples.dtype == np.uint8
     np.testing.assert_array_equal(samples[0], samples[2])
+
+
+def test_latent_flips_mirror_the_image_before_encoding_and_antithetic_timesteps_pair_up(tmp_path):
+    """A latent family's random flip mirrors the image, then encodes it (the encoder does not commute with
+    mirroring): step 2's logged loss is recomputed from its saved draws with the autoencoder's own latents
+    of the mirrored images, and TracIn's train features encode the same mirrored images. Antithetic
+    timesteps: of a batch of 6, two pairs sum to T - 1."""
+    vae_path = tiny_autoencoder(tmp_path / "vae", channels=1)
+    model = build_model({**TINY_MODEL, "family": "latent", "vae": str(vae_path)}, SCHEDULER, (1, 8, 8), 0)
+    images = torch.rand(6, 1, 8, 8, generator=torch.Generator().manual_seed(1)) * 2 - 1
+    config = {**TRAIN, "steps": 2, "batch_size": 6, "ema": False, "checkpoints": 2, "random_flip": True}
+    config |= {"timestep_sampling": "antithetic", "lr_schedule": "constant", "warmup_fraction": 0.0}
+    record = train(
+        model, images, config, seed=0, device=torch.device("cpu"), checkpoint_dir=tmp_path / "ckpt"
+    )
+    before, draws = load_model(tmp_path / "ckpt" / "step1"), TrainingDraws.load(tmp_path / "ckpt" / "step2")
+    assert draws.flip.any() and not draws.flip.all()
+    vae = AutoencoderKL.from_pretrained(vae_path)
+    mirrored = torch.where(draws.flip[:, None, None, None], images.flip(-1), images)
+    with torch.no_grad():
+        x0 = vae.encode(mirrored).latent_dist.mode() * vae.config.scaling_factor
+        plain = vae.encode(images).latent_dist.mode() * vae.config.scaling_factor
+        assert not torch.allclose(x0, torch.where(draws.flip[:, None, None, None], plain.flip(-1), plain))
+        x_t = before.scheduler.add_noise(x0, draws.noise, draws.t)
+        loss = torch.nn.functional.mse_loss(before.unet(x_t, draws.t).sample, draws.noise)
+    assert float(loss) == pytest.approx(dict(record.losses)[2], rel=1e-5)
+    t = draws.t.tolist()
+    assert sum(t[i] + t[j] == 999 for i in range(6) for j in range(i + 1, 6)) >= 2
+    encoded, encode = [], before.encode
+    before.encode = lambda x: encoded.append(x) or encode(x)
+    featurize_at_draws(
+        before, images, draws, FeaturizerSpec("loss", timesteps=1, dim=4, projection="gaussian", seed=0)
+    )
+    torch.testing.assert_close(torch.cat(encoded), mirrored)
 
 
 def test_missing_weights_are_one_line_errors_naming_the_key(tmp_path):

@@ -11,7 +11,7 @@ from diffattr.device import resolve_device
 from diffattr.models import PixelDiffusion
 from diffattr.outputs import evenly_spaced_timesteps, measure_loss
 from diffattr.sampling import ddim_sample
-from diffattr.training import checkpoint_steps, total_steps, train
+from diffattr.training import checkpoint_steps, draw_timesteps, total_steps, train
 
 TRAIN = {
     "steps": 30,
@@ -141,8 +141,20 @@ def test_step_and_checkpoint_arithmetic():
             3,
         ),
         ({"attention_head_dim": 16, "down_block_types": ["AttnDownBlock2D"] * 2}, 1),
+        (
+            {
+                "attention_head_dim": None,
+                "down_block_types": ["DownBlock2D", "AttnDownBlock2D"],
+                "up_block_types": ["AttnUpBlock2D", "UpBlock2D"],
+                "flip_sin_to_cos": False,
+                "freq_shift": 1,
+                "downsample_padding": 0,
+                "norm_eps": 1e-6,
+            },
+            3,
+        ),
     ],
-    ids=["demo", "three-levels", "attention-scale-shift", "attention-first"],
+    ids=["demo", "three-levels", "attention-scale-shift", "attention-first", "one-head-ddpm-embedding"],
 )
 def test_preflight_counts_the_unet_parameters_diffusers_builds(overlay, channels):
     """The pre-flight's count (no diffusers import when the workflow is parsed) is the built model's."""
@@ -153,3 +165,37 @@ def test_preflight_counts_the_unet_parameters_diffusers_builds(overlay, channels
     model = validate({"model": overlay})["model"]
     built = build_unet(model, 8, channels)
     assert unet_parameters(model, channels) == sum(p.numel() for p in built.parameters())
+
+
+def test_ddpm_timestep_embedding_keys_reach_the_unet():
+    """flip_sin_to_cos False and freq_shift 1 give the original DDPM embedding [sin(t w_i), cos(t w_i)] with
+    w_i = 10000^(-i / (d/2 - 1)); the defaults give diffusers' [cos, sin] with w_i = 10000^(-i / (d/2));
+    downsample_padding and norm_eps reach their layers."""
+    from diffattr.config import validate
+    from diffattr.models import build_unet
+
+    def embedding(t: torch.Tensor, half: int, shift: int, cos_first: bool) -> torch.Tensor:
+        w = torch.tensor([10000.0 ** (-i / (half - shift)) for i in range(half)])
+        sin, cos = torch.sin(t[:, None] * w), torch.cos(t[:, None] * w)
+        return torch.cat([cos, sin] if cos_first else [sin, cos], dim=1)
+
+    t = torch.tensor([0.0, 7.0, 999.0])  # tolerance below: float32 phases at t = 999
+    overlay = {"flip_sin_to_cos": False, "freq_shift": 1, "downsample_padding": 0, "norm_eps": 1e-6}
+    ddpm = build_unet(validate({"model": overlay})["model"], 8, 1)
+    half = ddpm.config.block_out_channels[0] // 2
+    torch.testing.assert_close(ddpm.time_proj(t), embedding(t, half, 1, False), rtol=0, atol=1e-4)
+    assert ddpm.down_blocks[0].downsamplers[0].padding == 0
+    assert {m.eps for m in ddpm.modules() if isinstance(m, torch.nn.GroupNorm)} == {1e-6}
+    default = build_unet(validate({"model": {}})["model"], 8, 1)
+    torch.testing.assert_close(default.time_proj(t), embedding(t, half, 0, True), rtol=0, atol=1e-4)
+    assert default.down_blocks[0].downsamplers[0].padding == 1
+
+
+def test_antithetic_timesteps_are_draws_followed_by_their_mirrors():
+    """Lu et al.'s loop: n // 2 + 1 draws d, then T-1-d, the first n kept; uniform is plain randint."""
+    for n in (1, 2, 7, 128):
+        got = draw_timesteps(n, 1000, torch.Generator().manual_seed(n), "antithetic").tolist()
+        drawn = torch.randint(0, 1000, (n // 2 + 1,), generator=torch.Generator().manual_seed(n)).tolist()
+        assert got == [drawn[i] if i < len(drawn) else 999 - drawn[i - len(drawn)] for i in range(n)]
+    got = draw_timesteps(5, 1000, torch.Generator().manual_seed(3), "uniform")
+    assert torch.equal(got, torch.randint(0, 1000, (5,), generator=torch.Generator().manual_seed(3)))

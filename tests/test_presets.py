@@ -179,7 +179,8 @@ def _toy_train(train: dict) -> None:
 
 def fake_inputs(config: dict, root: Path) -> dict:
     """The config with every local input it names (data sets, autoencoder or Stable Diffusion snapshot,
-    CLIP, Inception) replaced by a small stand-in written under `root`, read by the same loading code."""
+    CLIP for the aesthetic head or as features, Inception) replaced by a small stand-in written under
+    `root`, read by the same loading code."""
     config = copy.deepcopy(config)
     root.mkdir(parents=True)
     shapley = config["shapley"]
@@ -197,6 +198,8 @@ def fake_inputs(config: dict, root: Path) -> dict:
         name, weights = tiny_clip_folder(root / "clip")
         torch.save({"weight": torch.randn(1, 16), "bias": torch.zeros(1)}, root / "head.pt")
         prop["clip"].update(model=name, weights=weights, head=str(root / "head.pt"))
+    elif shapley["enabled"] and prop["features"] == "clip":
+        prop["clip"].update(zip(("model", "weights"), tiny_clip_folder(root / "clip"), strict=True))
     elif shapley["enabled"] and prop["features"] == "inception":
         # clean-fid's torchscript call signature on a tiny random net, loaded by torch.jit.load
         (root / "inception").mkdir()

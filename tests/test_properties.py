@@ -141,3 +141,47 @@ def test_diversity_property_uses_the_extractors_features_against_the_reference()
         clusters=4,
     )
     assert out["diversity"] == pytest.approx(1.0)
+
+
+def test_diversity_on_clip_embeddings_matches_open_clip_and_an_independent_ward(tmp_path, tiny_clip):
+    """features: clip embeds with open_clip's own preprocessing (resize, normalise) and unit norm; the
+    diversity of those embeddings equals scikit-learn's Ward partition, nearest centroids and log2 entropy
+    computed here. CLIP gives no label probabilities: IS is refused."""
+    import open_clip
+    from sklearn.cluster import AgglomerativeClustering
+
+    from diffattr.properties import feature_extractor
+
+    name, weights = tiny_clip
+    prop = {"features": "clip", "clip": {"model": name, "weights": str(weights)}}
+    extractor = feature_extractor(prop)
+    gen = torch.Generator().manual_seed(0)
+    colours = torch.tensor([[1.0, -1, -1], [-1, 1, -1], [-1, -1, 1]])
+    reference = colours.repeat_interleave(4, 0)[:, :, None, None] + 0.05 * torch.randn(
+        12, 3, 8, 8, generator=gen
+    )
+    generated = colours[[0, 0, 2, 2]][:, :, None, None] + 0.05 * torch.randn(4, 3, 8, 8, generator=gen)
+    model = open_clip.create_model(name, pretrained=str(weights)).eval()
+    cfg = model.visual.preprocess_cfg
+    mean, std = torch.tensor(cfg["mean"]).view(1, 3, 1, 1), torch.tensor(cfg["std"]).view(1, 3, 1, 1)
+
+    def embed(x: torch.Tensor) -> np.ndarray:
+        x = torch.nn.functional.interpolate((x.clamp(-1, 1) + 1) / 2, size=(32, 32), mode="bicubic")
+        with torch.no_grad():
+            e = model.encode_image((x - mean) / std)
+        return (e / e.norm(dim=-1, keepdim=True)).double().numpy()
+
+    probs, ref_features = extractor(reference)
+    assert probs is None
+    np.testing.assert_allclose(ref_features, embed(reference), atol=1e-5)
+    gen_features = extractor(generated)[1]
+    labels = AgglomerativeClustering(n_clusters=3, linkage="ward").fit_predict(ref_features)
+    centroids = np.stack([ref_features[labels == c].mean(0) for c in range(3)])
+    nearest = ((gen_features[:, None] - centroids[None]) ** 2).sum(-1).argmin(1)
+    p = np.bincount(nearest, minlength=3) / len(nearest)
+    by_hand = -sum(q * np.log2(q) for q in p if q > 0)
+    out = measure_property("diversity", generated, extractor, reference_features=ref_features, clusters=3)
+    assert set(out) == {"diversity"} and out["diversity"] == pytest.approx(by_hand)
+    assert by_hand == pytest.approx(1.0)  # two colours of three, two images each
+    with pytest.raises(InputError, match="label probabilities"):
+        measure_property("inception_score", generated, extractor)

@@ -16,14 +16,21 @@ BATCH = 128
 class ClipEmbedder:
     """L2-normalised open_clip image embeddings of images in [-1, 1]; grey images are repeated to RGB.
 
-    `model` is an open_clip architecture name, `weights` a local checkpoint of it. Nothing is downloaded.
+    `model` is an open_clip architecture name, `weights` a local checkpoint of it (`key` names it in
+    errors). Nothing is downloaded.
     """
 
-    def __init__(self, model: str, weights: str | Path | None, device: torch.device | str = "cpu") -> None:
+    def __init__(
+        self,
+        model: str,
+        weights: str | Path | None,
+        device: torch.device | str = "cpu",
+        key: str = "clip.weights",
+    ) -> None:
         import open_clip
 
         if not weights or not Path(weights).is_file():
-            raise InputError(f"config key 'clip.weights': file not found: {weights}")
+            raise InputError(f"config key '{key}': file not found: {weights}")
         self.device = torch.device(device)
         self.model = open_clip.create_model(model, pretrained=str(weights), device=self.device).eval()
         size = self.model.visual.image_size

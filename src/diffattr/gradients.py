@@ -298,8 +298,8 @@ def featurize_at_draws(
     step = gradient.samples  # unconditional samples go through vmap together, conditional ones alone
     for start in range(0, len(seen), step):
         rows = torch.tensor(seen[start : start + step])
-        x0 = model.encode(images[rows].to(model.device))
-        x0 = torch.where(draws.flip[rows, None, None, None].to(x0.device), x0.flip(-1), x0)
+        x = images[rows].to(model.device)
+        x0 = model.encode(torch.where(draws.flip[rows, None, None, None].to(x.device), x.flip(-1), x))
         noise, t = draws.noise[rows].to(x0.device), draws.t[rows].to(x0.device)
         cond = None if model.prompts is None else model.condition([(captions or [""] * len(images))[rows[0]]])
         grads = gradient.lane_gradients(model.add_noise(x0, noise, t), noise, t, cond)

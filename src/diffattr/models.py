@@ -31,6 +31,11 @@ def build_unet(model_config: dict, sample_size: int, channels: int, seed: int = 
         return _unet(model_config, sample_size, channels)
 
 
+# Keys of the `model` section passed on only when present: absent (a hand-written model dict), they take
+# diffusers' UNet2DModel defaults, which are the schema's defaults too.
+UNET_KEYS = ("flip_sin_to_cos", "freq_shift", "downsample_padding", "norm_eps")
+
+
 def _unet(model_config: dict, sample_size: int, channels: int) -> UNet2DModel:
     return UNet2DModel(
         sample_size=sample_size,
@@ -44,6 +49,7 @@ def _unet(model_config: dict, sample_size: int, channels: int) -> UNet2DModel:
         attention_head_dim=model_config["attention_head_dim"],
         dropout=model_config["dropout"],
         resnet_time_scale_shift=model_config["resnet_time_scale_shift"],
+        **{key: model_config[key] for key in UNET_KEYS if key in model_config},
     )
 
 

@@ -8,8 +8,9 @@ precision        share of images on the reference feature manifold (k-NN radii):
 diversity        entropy (bits) of the images' proportions over Ward clusters of the reference features
                  (Lu et al.'s CelebA-HQ property; `entropy` of classifier labels is the named alternative)
 aesthetic        a quantile of a linear head on normalised CLIP image embeddings (open_clip)
-The feature extractor is a small classifier trained on the data (`classifier`, for the demo) or the
-Inception network of clean-fid / StyleGAN from a local torchscript file (`inception`).
+The feature extractor is a small classifier trained on the data (`classifier`, for the demo), the
+Inception network of clean-fid / StyleGAN from a local torchscript file (`inception`), or open_clip's image
+encoder from a local checkpoint (`clip`: embeddings only, no label probabilities, so no IS or entropy).
 """
 
 from __future__ import annotations
@@ -156,9 +157,16 @@ class InceptionFeatures:
 
 
 def feature_extractor(prop: dict, classifier: str | Path | None = None, device: torch.device | str = "cpu"):
-    """images -> (label probabilities, features) for the `shapley.property` section's `features`."""
+    """images -> (label probabilities, features) for the `shapley.property` section's `features`; CLIP
+    gives no label probabilities (None)."""
     if prop["features"] == "inception":
         return InceptionFeatures(prop["inception_path"], device)
+    if prop["features"] == "clip":
+        from diffattr.clip import ClipEmbedder
+
+        clip = prop["clip"]
+        embedder = ClipEmbedder(clip["model"], clip["weights"], device, key="shapley.property.clip.weights")
+        return lambda images: (None, embedder(images))
     if classifier is None:
         raise InputError(
             "config key 'shapley.property.features': classifier features need a trained classifier"
@@ -261,9 +269,11 @@ def measure_property(
     seed: int = 0,
     clusters: int = 20,
     neighbours: int = 3,
+    cluster_distance: str = "euclidean",
 ) -> dict[str, float]:
-    """The named property of generated images in [-1, 1]; IS and entropy come along (same forward pass),
-    FID and KID whenever the property is one of them, precision or diversity when it is the property."""
+    """The named property of generated images in [-1, 1]; IS and entropy come along (same forward pass) when
+    the extractor gives label probabilities, FID and KID whenever the property is one of them, precision or
+    diversity when it is the property."""
     if name not in PROPERTIES:
         raise InputError(
             f"config key 'shapley.property.name': unknown property {name!r} (known: {list(PROPERTIES)})"
@@ -275,8 +285,11 @@ def measure_property(
         out["aesthetic"] = float(np.quantile(aesthetic(images), quantile))
         return out
     probs, features = extractor(images)
-    out["inception_score"] = inception_score(probs)
-    out["entropy"] = label_entropy(probs)
+    if probs is not None:
+        out["inception_score"] = inception_score(probs)
+        out["entropy"] = label_entropy(probs)
+    elif name in ("inception_score", "entropy"):
+        raise InputError(f"property {name!r} needs label probabilities, which CLIP features do not give")
     if PROPERTIES[name].needs_reference and reference_features is None:
         raise InputError(f"property {name!r} needs reference features of the training images")
     if PROPERTIES[name].lower_is_better:
@@ -285,5 +298,5 @@ def measure_property(
     if name == "precision":
         out["precision"] = precision(features, reference_features, neighbours)
     if name == "diversity":
-        out["diversity"] = diversity(features, reference_features, clusters)
+        out["diversity"] = diversity(features, reference_features, clusters, cluster_distance)
     return out

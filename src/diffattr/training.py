@@ -51,6 +51,16 @@ def checkpoint_steps(steps: int, count: int) -> list[int]:
     return sorted({round(steps * (i + 1) / count) for i in range(count)}) if count else []
 
 
+def draw_timesteps(n: int, num_timesteps: int, generator: torch.Generator, sampling: str) -> torch.Tensor:
+    """Timesteps of a batch of n: `uniform` draws each from 0..T-1; `antithetic` (Lu et al.'s training
+    loop) draws n // 2 + 1 of them, follows them with their mirrors T-1-t and keeps the first n, so the
+    batch covers both ends of the schedule (a lower-variance loss estimate)."""
+    if sampling == "antithetic":
+        drawn = torch.randint(0, num_timesteps, (n // 2 + 1,), generator=generator)
+        return torch.cat([drawn, num_timesteps - 1 - drawn])[:n]
+    return torch.randint(0, num_timesteps, (n,), generator=generator)
+
+
 def train(
     model: DiffusionModel,
     images: torch.Tensor,
@@ -94,10 +104,15 @@ def train(
         ema.to(accelerator.device)
 
     data = encode_all(model, images.to(accelerator.device), train_config["batch_size"])
+    # a flip mirrors the image, then encodes it: a latent family's encoder does not commute with mirroring
+    flipped = None
+    if train_config.get("random_flip"):
+        flipped = encode_all(model, images.flip(-1).to(accelerator.device), train_config["batch_size"])
     cond_of = conditioner(model, captions)
     generator = torch.Generator().manual_seed(seed)
     batch_size = min(train_config["batch_size"], len(data))
     num_timesteps = model.scheduler.config.num_train_timesteps
+    sampling = train_config.get("timestep_sampling", "uniform")
     keep = set(checkpoint_steps(steps, train_config["checkpoints"]))
     # each sample's latest (t, noise, flip), saved with each checkpoint for TracIn / ReTrac
     draws = TrainingDraws.empty(len(data), tuple(data.shape[1:])) if keep and checkpoint_dir else None
@@ -113,11 +128,11 @@ def train(
         cursor += batch_size
         x0 = data[idx]
         flip = torch.zeros(len(x0), dtype=torch.bool, device=x0.device)
-        if train_config.get("random_flip"):
+        if flipped is not None:
             flip = (torch.rand(len(x0), generator=generator) < 0.5).to(x0.device)
-            x0 = torch.where(flip[:, None, None, None], x0.flip(-1), x0)
+            x0 = torch.where(flip[:, None, None, None], flipped[idx], x0)
         noise = torch.randn(x0.shape, generator=generator).to(x0.device)
-        t = torch.randint(0, num_timesteps, (len(x0),), generator=generator).to(x0.device)
+        t = draw_timesteps(len(x0), num_timesteps, generator, sampling).to(x0.device)
         if draws is not None:
             draws.record(idx, t, noise, flip)
         pred = model.predict_noise(model.add_noise(x0, noise, t), t, cond_of(idx))

@@ -120,7 +120,7 @@ def _check_model(key: str, model: dict) -> None:
             )
     head = model["attention_head_dim"]
     for channels, block in zip(model["block_out_channels"], model["down_block_types"], strict=False):
-        if block.startswith("Attn") and channels % head:
+        if head is not None and block.startswith("Attn") and channels % head:
             raise InputError(
                 f"config key '{key}.attention_head_dim': {head} does not divide the {channels} channels "
                 f"of an attention level"
@@ -191,7 +191,7 @@ def unet_parameters(model: dict, channels: int) -> int:
         return norms + convs + temb * shift * cout + shift * cout + shortcut
 
     def attention(width: int, norm: bool = True) -> int:
-        inner = width // head * head
+        inner = width // head * head if head else width  # null: one head as wide as the level
         return (2 * width if norm else 0) + 3 * (width * inner + inner) + inner * width + width
 
     conv = 9 * channels * c[0] + c[0] + 2 * c[0] + 9 * c[0] * channels + channels  # in, out norm, out
@@ -245,8 +245,14 @@ def _check_pruning(ratio: float, model_key: str, model: dict) -> None:
 
 
 def _check_property(shapley: dict, data: dict, data_key: str) -> None:
-    """The property's classifier has labels to learn, and diversity's clusters have enough images."""
+    """The property's classifier has labels to learn, CLIP features are not asked for label probabilities,
+    and diversity's clusters have enough images."""
     prop = shapley["property"]
+    if prop["features"] == "clip" and prop["name"] in ("inception_score", "entropy"):
+        raise InputError(
+            f"config key 'shapley.property.features': 'clip' gives embeddings, not the label probabilities "
+            f"that {prop['name']} needs; use inception or classifier"
+        )
     if prop["name"] != "aesthetic" and prop["features"] == "classifier" and data["source"] == "image_folder":
         if data.get("image_folder") and not data["image_folder"].get("label_column"):
             raise InputError(

@@ -83,6 +83,8 @@ def needed_files(config: dict, rules: set[str]) -> list[tuple[str, str]]:
     if shapley["enabled"] and any(r.startswith(("coalition_property", "reference_features")) for r in rules):
         if PROPERTIES[prop["name"]].measured_with == "clip":
             files += [(f"shapley.property.clip.{k}", prop["clip"][k]) for k in ("weights", "head")]
+        elif prop["features"] == "clip":
+            files.append(("shapley.property.clip.weights", prop["clip"]["weights"]))
         elif prop["features"] == "inception":
             path = Path(prop["inception_path"])
             files.append(
